@@ -1,0 +1,1 @@
+"""Raw dataset readers, TFRecord storage and the tf.data input pipeline."""
