@@ -35,11 +35,11 @@ def parse_record(record: tf.Tensor) -> dict:
 
 def _record_dataset(paths: Sequence[str], compression: Optional[str], ordered: bool) -> tf.data.Dataset:
     files = tf.data.Dataset.from_tensor_slices(list(paths))
-    # block_length 1 over all shards restores the writer's round-robin order.
-    return files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=compression or ""),
-        cycle_length=len(paths) if ordered else min(len(paths), 8), block_length=1,
-        num_parallel_calls=None if ordered else AUTOTUNE, deterministic=True)
+    read = lambda f: tf.data.TFRecordDataset(f, compression_type=compression or "")  # noqa: E731
+    if ordered:  # block_length 1 over all shards restores the writer's round-robin order
+        return files.interleave(read, cycle_length=len(paths), block_length=1)
+    return files.interleave(read, cycle_length=min(len(paths), 8), block_length=1,
+                            num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def read_labels(data_dir: str, split: str, info: Optional[dict] = None) -> Tuple[List[str], np.ndarray]:

@@ -1,0 +1,82 @@
+"""NW-UCLA Multiview Action 3D, JSON release (20 Kinect-v1 joints, one person).
+
+Each ``all_sqe/aAA_sSS_eEE_vVV.json`` holds ``{"file_name", "skeletons": [T][20][3],
+"label": 1..10}``. Samples are centred on the spine joint of their first frame
+(as NTU samples are on the spine-middle joint) and stored as ``[T, 1, 20, 3]``.
+
+Protocols: ``xview`` (standard): train views 1 and 2 (1,020 samples), test view 3
+(464). ``xsub`` (not standard for this dataset; offered for completeness): odd
+subjects train, even subjects test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Iterator, Tuple
+
+import numpy as np
+
+from hacm_tf.data.sample import Sample
+from hacm_tf.errors import DataError
+from hacm_tf.skeleton import KINECT_V1_20
+
+NAME_PATTERN = re.compile(r"^a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})$")
+CLASS_NAMES = ("pick up with one hand", "pick up with two hands", "drop trash", "walk around",
+               "sit down", "stand up", "donning", "doffing", "throw", "carry")
+PROTOCOLS = ("xview", "xsub")
+
+
+def read_sample(path: str) -> Sample:
+    """One JSON file -> Sample ``[T, 1, 20, 3]`` (label 0-based, subject, camera = view)."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read JSON: {e}") from None
+    for key in ("file_name", "skeletons", "label"):
+        if key not in d:
+            raise DataError(path, f"missing key {key!r}")
+    m = NAME_PATTERN.match(str(d["file_name"]))
+    if not m:
+        raise DataError(path, f"file_name {d['file_name']!r} does not follow aAA_sSS_eEE_vVV")
+    try:
+        x = np.asarray(d["skeletons"], dtype=np.float32)
+    except (ValueError, TypeError):
+        raise DataError(path, "skeletons is not a numeric [frames][20][3] array") from None
+    if x.ndim != 3 or x.shape[1:] != (KINECT_V1_20.num_joints, 3):
+        raise DataError(path, f"expected skeletons of shape [frames, 20, 3], got {list(x.shape)}")
+    label = int(d["label"])
+    if not 1 <= label <= len(CLASS_NAMES):
+        raise DataError(path, f"label {label} outside [1, {len(CLASS_NAMES)}]")
+    if x.shape[0] == 0:
+        raise DataError(path, "zero frames")
+    if not np.all(np.isfinite(x)):
+        raise DataError(path, "non-finite coordinate")
+    x = x - x[0, KINECT_V1_20.centre_joint]
+    _, subject, _, view = (int(g) for g in m.groups())
+    return Sample(d["file_name"], x[:, None], label - 1, subject=subject, camera=view).check(path)
+
+
+def split_of(sample: Sample, protocol: str) -> str:
+    if protocol == "xview":
+        return "train" if sample.camera in (1, 2) else "test"
+    if protocol == "xsub":
+        return "train" if sample.subject % 2 == 1 else "test"
+    raise ValueError(f"unknown NW-UCLA protocol {protocol!r}; use one of {PROTOCOLS}")
+
+
+def list_files(input_dir: str):
+    """JSON files of the release, sorted; accepts the folder itself or its parent."""
+    d = os.path.join(input_dir, "all_sqe") if os.path.isdir(os.path.join(input_dir, "all_sqe")) else input_dir
+    files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".json"))
+    if not files:
+        raise FileNotFoundError(f"{input_dir}: no NW-UCLA .json files")
+    return files
+
+
+def iterate(input_dir: str, protocol: str = "xview") -> Iterator[Tuple[str, Sample]]:
+    for path in list_files(input_dir):
+        s = read_sample(path)
+        yield split_of(s, protocol), s
