@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -68,6 +68,116 @@ class DataConfig:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown DataConfig fields {sorted(unknown)}")
+        return cls(**d).validate()
+
+
+METHODS = ("hacm", "mamp", "mae")
+HACM_MODES = ("corrected", "reference")
+# Behaviours of the official HA-CM code (REFERENCE.md 3.3-3.9), each a switch; None follows hacm_mode.
+REFERENCE_SWITCHES = (
+    "ref_keep_fraction",    # keep int(0.1 * L_group) tokens per group, ignoring mask_ratio
+    "ref_tau",              # tau = 0.9, ignoring the configured tau
+    "ref_distance",         # 4|u - v|^2 numerator in the Poincare distance
+    "ref_attention",        # temporal criterion: softmax over joints, logits * sqrt(dim)
+    "ref_token_order",      # temporal tokens joint-major; spatial scores joint-major vs time-major tokens
+    "ref_unshuffle",        # [E_t, E_s, masks] gathered with restore_s + L_t; decoder grid relabelled
+    "ref_target_order",     # target [even patches, odd patches] time-major, compared slot by slot
+    "ref_cross_contrast",   # raw pooled features, temperature 1
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Encoder, decoder and masking of a pretrainer (HA-CM, MAMP or MAE) and its downstream encoder.
+
+    Sizes default to the paper's HA-CM NTU configuration. HA-CM fields are
+    ignored by MAMP / MAE. ``hacm_mode="reference"`` turns every ``ref_*`` switch
+    on (the official code's behaviour); "corrected" turns them off; a switch set
+    explicitly wins over the mode.
+    """
+
+    method: str = "hacm"
+    layout: str = "ntu25"
+    num_persons: int = 2
+    window: int = 72
+    t_patch: int = 3
+    dim: int = 256
+    depth: int = 8
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    decoder_dim: int = 256
+    decoder_depth: int = 3
+    decoder_heads: int = 8
+    drop_path: float = 0.0
+    mask_ratio: float = 0.9
+    tau: float = 0.8
+    motion_stride: int = 1
+    norm_target: bool = True
+    # HA-CM components (ablation switches)
+    hacm_mode: str = "corrected"
+    hyperbolic: bool = True
+    curvature: float = 1.0
+    clip_radius: float = 0.0
+    temporal_criterion: bool = True
+    spatial_criterion: bool = True
+    father_weight: float = 0.01
+    cc_weight: float = 1.0
+    cc_temperature: float = 0.1
+    keep_high_scores: bool = True
+    ref_keep_fraction: Optional[bool] = None
+    ref_tau: Optional[bool] = None
+    ref_distance: Optional[bool] = None
+    ref_attention: Optional[bool] = None
+    ref_token_order: Optional[bool] = None
+    ref_unshuffle: Optional[bool] = None
+    ref_target_order: Optional[bool] = None
+    ref_cross_contrast: Optional[bool] = None
+
+    def switch(self, name: str) -> bool:
+        """Effective value of a ``ref_*`` switch."""
+        if name not in REFERENCE_SWITCHES:
+            raise KeyError(name)
+        v = getattr(self, name)
+        return (self.hacm_mode == "reference") if v is None else bool(v)
+
+    @property
+    def num_patches(self) -> int:
+        return self.window // self.t_patch
+
+    def validate(self) -> "ModelConfig":
+        from hacm_tf.skeleton import LAYOUTS
+
+        _check(self.method in METHODS, "method", f"must be one of {METHODS}, got {self.method!r}")
+        _check(self.layout in LAYOUTS, "layout", f"must be one of {sorted(LAYOUTS)}, got {self.layout!r}")
+        _check(self.hacm_mode in HACM_MODES, "hacm_mode", f"must be one of {HACM_MODES}, got {self.hacm_mode!r}")
+        _check(self.num_persons >= 1, "num_persons", f"must be positive, got {self.num_persons}")
+        _check(self.t_patch >= 1 and self.window % self.t_patch == 0, "window",
+               f"{self.window} is not divisible by the temporal patch {self.t_patch}")
+        _check(self.num_patches >= 2, "window", f"needs at least 2 temporal patches, got {self.num_patches}")
+        _check(0.0 < self.mask_ratio < 1.0, "mask_ratio", f"must be in (0, 1), got {self.mask_ratio}")
+        _check(self.tau > 0, "tau", f"must be positive, got {self.tau}")
+        _check(self.dim % self.heads == 0, "dim", f"{self.dim} is not divisible by heads {self.heads}")
+        _check(self.decoder_dim % self.decoder_heads == 0, "decoder_dim",
+               f"{self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}")
+        _check(self.depth >= 1 and self.decoder_depth >= 1, "depth", "encoder and decoder need at least one block")
+        _check(0 <= self.drop_path < 1, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        _check(self.curvature > 0, "curvature", f"must be positive, got {self.curvature}")
+        _check(self.clip_radius >= 0, "clip_radius", f"must be >= 0, got {self.clip_radius}")
+        _check(self.cc_temperature > 0, "cc_temperature", f"must be positive, got {self.cc_temperature}")
+        _check(1 <= self.motion_stride < self.window, "motion_stride", f"must be in [1, window), got {self.motion_stride}")
+        if self.method == "hacm" and self.switch("ref_unshuffle"):
+            _check(self.num_patches % 2 == 0, "window",
+                   "ref_unshuffle needs an even number of temporal patches (equal groups)")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig fields {sorted(unknown)}")
         return cls(**d).validate()
 
 

@@ -1,0 +1,1 @@
+"""Keras layers (subclassed, with get_config)."""

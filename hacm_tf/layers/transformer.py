@@ -1,0 +1,104 @@
+"""Pre-norm ViT blocks as in the reference (LayerNorm eps 1e-5, exact GELU, xavier-uniform dense kernels)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from hacm_tf.layers.random import replica_seed
+
+LN_EPS = 1e-5
+
+
+def gelu_erf(x: tf.Tensor) -> tf.Tensor:
+    """Exact GELU written with erf (identical to Keras' exact gelu, but convertible to ONNX)."""
+    return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+
+def dense(units: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
+    """Dense layer with the reference's init: xavier-uniform kernel, zero bias."""
+    return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer="glorot_uniform",
+                              bias_initializer="zeros", name=name)
+
+
+@keras.saving.register_keras_serializable("hacm_tf")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops a residual branch per sample with probability ``rate``; survivors x / (1 - rate)."""
+
+    def __init__(self, rate: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed_generator = keras.random.SeedGenerator(seed=None) if self.rate > 0 else None
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+        u = tf.random.stateless_uniform(shape, seed=replica_seed(self.seed_generator), dtype=x.dtype)
+        return x * tf.floor(keep + u) / keep
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+@keras.saving.register_keras_serializable("hacm_tf")
+class Attention(keras.layers.Layer):
+    """Multi-head self-attention with one qkv projection. [B, N, D] -> [B, N, D]."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.dim, self.heads, self.qkv_bias = int(dim), int(heads), bool(qkv_bias)
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = dense(3 * dim, "qkv", use_bias=qkv_bias)
+        self.proj = dense(dim, "proj")
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.proj.build(input_shape[:-1] + (self.dim,))
+
+    def call(self, x):
+        b, n = tf.shape(x)[0], tf.shape(x)[1]
+        qkv = tf.reshape(self.qkv(x), [b, n, 3, self.heads, self.dim // self.heads])   # [B, N, 3, H, Dh]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                            # [B, N, H, Dh]
+        attn = tf.nn.softmax(tf.einsum("bqhd,bkhd->bhqk", q, k) * self.scale, axis=-1)  # [B, H, N, N]
+        out = tf.einsum("bhqk,bkhd->bqhd", attn, v)                                   # [B, N, H, Dh]
+        return self.proj(tf.reshape(out, [b, n, self.dim]))
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "qkv_bias": self.qkv_bias}
+
+
+@keras.saving.register_keras_serializable("hacm_tf")
+class TransformerBlock(keras.layers.Layer):
+    """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))). [B, N, D] -> [B, N, D]."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop_path: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.heads, self.mlp_ratio = int(dim), int(heads), float(mlp_ratio)
+        self.qkv_bias, self.drop_path = bool(qkv_bias), float(drop_path)
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm1")
+        self.attn = Attention(dim, heads, qkv_bias, name="attn")
+        self.norm2 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm2")
+        self.fc1 = dense(hidden, "fc1")
+        self.fc2 = dense(dim, "fc2")
+        self.drop = DropPath(drop_path, name="drop_path")
+
+    def build(self, input_shape):
+        for layer in (self.norm1, self.attn, self.norm2, self.fc1):
+            layer.build(input_shape)
+        self.fc2.build(input_shape[:-1] + (int(self.dim * self.mlp_ratio),))
+
+    def call(self, x, training=False):
+        x = x + self.drop(self.attn(self.norm1(x)), training=training)
+        return x + self.drop(self.fc2(gelu_erf(self.fc1(self.norm2(x)))), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
+                "qkv_bias": self.qkv_bias, "drop_path": self.drop_path}

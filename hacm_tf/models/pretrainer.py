@@ -1,0 +1,374 @@
+"""MaskedPretrainer: HA-CM, MAMP and MAE masked-motion pretraining with a custom train_step.
+
+Axis names: N clips, M persons, B = N * M sequences, T frames, V joints, T'
+temporal patches, V' token joints, L tokens, D width, P = t_patch * 3 values
+per patch. Masks: 1 = masked. HA-CM's two token groups: temporal = even
+temporal patches, spatial = odd ones (L_t, L_s tokens).
+
+``compute_losses(x, noise)`` is deterministic given the noise, so any run can
+be compared number for number with another implementation (the official
+code's draws reproduce its masks and losses in ``hacm_mode="reference"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from hacm_tf.config import ModelConfig
+from hacm_tf.layers.random import replica_seed
+from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, dense
+from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
+from hacm_tf.ops import hyperbolic, losses, masking, patching
+from hacm_tf.skeleton import get_layout
+
+REFERENCE_KEEP_FRACTION = 0.1
+REFERENCE_TAU = 0.9
+
+
+def group_cells(num_patches: int, num_joints: int, parity: int, joint_major: bool) -> np.ndarray:
+    """Canonical cell index (t * V' + v) of each token of a group, in the group's token order.
+
+    parity 0: even temporal patches (temporal group), 1: odd (spatial group).
+    """
+    times = np.arange(parity, num_patches, 2)
+    t, v = np.meshgrid(times, np.arange(num_joints), indexing="ij")       # [T_g, V']
+    cells = t * num_joints + v
+    return (cells.T if joint_major else cells).reshape(-1)
+
+
+@keras.saving.register_keras_serializable("hacm_tf")
+class MaskedPretrainer(keras.Model):
+    """Encoder + masking + decoder for HA-CM (``method="hacm"``), MAMP and MAE.
+
+    Input batches: ``[N, T, M, V, 3]`` skeletons (or ``(skeletons, labels)``; labels are ignored).
+    """
+
+    def __init__(self, config: dict, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = dict(config)
+        cfg = ModelConfig.from_dict(self.config)
+        self.cfg = cfg
+        self.seed = seed
+        self.encoder = SkeletonEncoder(self.config, name="encoder")
+        self.layout = get_layout(cfg.layout)
+        self.num_token_joints = len(self.encoder.joints)
+        self.num_tokens = cfg.num_patches * self.num_token_joints
+        self.patch_values = cfg.t_patch * 3
+        self.decoder_embed = dense(cfg.decoder_dim, "decoder_embed")
+        self.decoder_blocks = [TransformerBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, True, 0.0,
+                                                name=f"decoder_blocks_{i}") for i in range(cfg.decoder_depth)]
+        self.decoder_norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="decoder_norm")
+        self.decoder_pred = dense(self.patch_values, "decoder_pred")
+        init = keras.initializers.RandomNormal(stddev=0.02)
+        self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, cfg.decoder_dim), initializer=init)
+        from hacm_tf.layers.embedding import PositionEmbedding
+
+        self.decoder_pos_embed = PositionEmbedding(cfg.num_patches, self.num_token_joints, cfg.decoder_dim,
+                                                   name="decoder_pos_embed")
+        if cfg.method == "hacm":
+            # temporal-attention projections: they only feed a sort, so they receive no gradient
+            self.l1 = dense(cfg.dim, "l1")
+            self.l2 = dense(cfg.dim, "l2")
+            self._setup_groups()
+        self.seed_generator = keras.random.SeedGenerator(seed=seed)
+        self.trackers = {k: keras.metrics.Mean(name=k) for k in
+                         ("loss", "loss_rec", "loss_cc", "mask_ratio", "grad_norm")}
+        self.nonfinite_policy = "stop"
+        self._xla_step = None
+
+    # ------------------------------------------------------------------ construction
+
+    def _setup_groups(self):
+        cfg, tp, vp = self.cfg, self.cfg.num_patches, self.num_token_joints
+        self.times_t = list(range(0, tp, 2))
+        self.times_s = list(range(1, tp, 2))
+        self.len_t, self.len_s = len(self.times_t) * vp, len(self.times_s) * vp
+        ref_order = cfg.switch("ref_token_order")
+        cells_t = group_cells(tp, vp, 0, joint_major=ref_order)
+        cells_s = group_cells(tp, vp, 1, joint_major=False)
+        slots = np.concatenate([cells_t, cells_s])                  # group-token order -> canonical cell
+        self.slot_cells = tf.constant(slots, tf.int32)
+        self.cell_slots = tf.constant(np.argsort(slots), tf.int32)  # canonical cell -> slot
+        if cfg.switch("ref_keep_fraction"):
+            self.keep_t = int(REFERENCE_KEEP_FRACTION * self.len_t)
+            self.keep_s = int(REFERENCE_KEEP_FRACTION * self.len_s)
+        else:
+            self.keep_t = masking.keep_count(self.len_t, cfg.mask_ratio)
+            self.keep_s = masking.keep_count(self.len_s, cfg.mask_ratio)
+        self.tau = REFERENCE_TAU if cfg.switch("ref_tau") else cfg.tau
+
+    def build(self, input_shape=None):
+        cfg = self.cfg
+        self.encoder.build(None)
+        self.decoder_embed.build((None, None, cfg.dim))
+        for b in self.decoder_blocks:
+            b.build((None, None, cfg.decoder_dim))
+        self.decoder_norm.build((None, None, cfg.decoder_dim))
+        self.decoder_pred.build((None, None, cfg.decoder_dim))
+        self.decoder_pos_embed.build(None)
+        if cfg.method == "hacm":
+            self.l1.build((None, cfg.dim))
+            self.l2.build((None, cfg.dim))
+        self.built = True
+
+    def noise_shapes(self, batch: int) -> List[List[int]]:
+        """Shapes of the uniform noise tensors one forward pass consumes (B = N * M rows)."""
+        if self.cfg.method == "hacm":
+            return [[batch, self.len_t], [batch, self.len_s]]
+        return [[batch, self.num_tokens]]
+
+    def sample_noise(self, batch) -> List[tf.Tensor]:
+        """Uniform [0, 1) noise from the model's SeedGenerator, different on every replica."""
+        seed = replica_seed(self.seed_generator)
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        return [tf.random.stateless_uniform(s, seed=seeds[i]) for i, s in enumerate(self.noise_shapes(batch))]
+
+    # ------------------------------------------------------------------ forward
+
+    def compute_losses(self, x, noise: Optional[Sequence[tf.Tensor]] = None, training: bool = False,
+                       intermediates: bool = False) -> Dict[str, tf.Tensor]:
+        """Deterministic forward pass given the masking noise.
+
+        Args:
+          x: [N, T, M, V, 3] skeletons.
+          noise: uniform [0, 1) tensors of ``noise_shapes(N * M)`` (HA-CM: temporal group
+            then spatial group; MAMP / MAE: one [B, L]); drawn when None.
+          intermediates: also return every intermediate tensor.
+
+        Returns:
+          dict with ``loss``, ``loss_rec``, ``loss_cc`` (scalars), ``mask`` [B, L],
+          ``pred`` / ``target`` [B, L, P] and ``visible`` (visible-token count).
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        xb = fold_persons(x)                                             # [B, T, V, 3]
+        if noise is None:
+            noise = self.sample_noise(tf.shape(xb)[0])
+        if self.cfg.method == "hacm":
+            out = self._hacm(xb, noise, training)
+        else:
+            out = self._mamp_mae(xb, noise[0], training)
+        if not intermediates:
+            keep = ("loss", "loss_rec", "loss_cc", "mask", "pred", "target", "visible", "cc_terms")
+            out = {k: v for k, v in out.items() if k in keep}
+        return out
+
+    def _decode(self, tokens: tf.Tensor, training: bool, out: dict) -> tf.Tensor:
+        """[B, T', V', Dd] decoder grid -> predictions [B, T' * V', P]."""
+        h = self.decoder_pos_embed(tokens)
+        s = tf.shape(h)
+        h = tf.reshape(h, [s[0], s[1] * s[2], s[3]])
+        out["dec_input"] = h
+        for i, block in enumerate(self.decoder_blocks):
+            h = block(h, training=training)
+            out[f"dec_block{i}_out"] = h
+        h = self.decoder_norm(h)
+        out["dec_norm_out"] = h
+        return self.decoder_pred(h)
+
+    def _grid(self, seq: tf.Tensor) -> tf.Tensor:
+        """[B, T' * V', Dd] -> [B, T', V', Dd]."""
+        return tf.reshape(seq, [tf.shape(seq)[0], self.cfg.num_patches, self.num_token_joints, seq.shape[-1]])
+
+    def _mask_tokens(self, batch, count) -> tf.Tensor:
+        return tf.tile(self.mask_token, [batch, count, 1])
+
+    def _mamp_mae(self, x, noise, training):
+        cfg = self.cfg
+        out = {}
+        b = tf.shape(x)[0]
+        mc = self.encoder.position(self.encoder.embed(x))                 # [B, T', V, D]
+        tokens = tf.reshape(mc, [b, self.num_tokens, cfg.dim])            # time-major
+        keep = masking.keep_count(self.num_tokens, cfg.mask_ratio)
+        if cfg.method == "mamp":
+            scores = masking.motion_scores(patching.patchify(x, cfg.t_patch))
+            res = masking.gumbel_topk(scores, noise, keep, cfg.tau, keep_high=False)
+        else:
+            res = masking.random_masking(noise, keep)
+        latent = self.encoder.encode(masking.gather_tokens(tokens, res.ids_keep), training=training)
+        y = self.decoder_embed(latent)
+        seq = tf.concat([y, self._mask_tokens(b, self.num_tokens - keep)], axis=1)
+        seq = tf.gather(seq, res.ids_restore, batch_dims=1)              # unshuffle [B, L, Dd]
+        pred = self._decode(self._grid(seq), training, out)
+        source = patching.motion(x, cfg.motion_stride) if cfg.method == "mamp" else x
+        target = tf.reshape(patching.patchify(source, cfg.t_patch), [b, self.num_tokens, self.patch_values])
+        if cfg.norm_target:
+            target = patching.normalize_patches(target)
+        loss_rec, per_token = losses.masked_mse(pred, target, res.mask)
+        zero = tf.zeros([], tf.float32)
+        out.update(loss=loss_rec, loss_rec=loss_rec, loss_cc=zero, cc_terms=tf.zeros([3]), mask=res.mask, pred=pred,
+                   target=target, visible=tf.cast(keep, tf.float32), latent=latent, ids_restore=res.ids_restore,
+                   ids_keep=res.ids_keep, loss_per_token=per_token, mc=mc)
+        return out
+
+    def _hacm(self, x, noise, training):
+        cfg = self.cfg
+        out = {}
+        b = tf.shape(x)[0]
+        tp, vp, d = cfg.num_patches, self.num_token_joints, cfg.dim
+        ref_order = cfg.switch("ref_token_order")
+        e = self.encoder.embed(x)                                         # [B, T', V', D]
+        mc = self.encoder.position(e)                                     # [B, T', V', D]
+        h = self.encoder.to_manifold(mc)                                  # [B, T', V', D]
+        h_t, h_s = tf.gather(h, self.times_t, axis=1), tf.gather(h, self.times_s, axis=1)
+        n_t, n_s = len(self.times_t), len(self.times_s)
+        if ref_order:   # temporal tokens joint-major (v * T_t + t')
+            tokens_t = tf.reshape(tf.transpose(h_t, [0, 2, 1, 3]), [b, self.len_t, d])
+        else:
+            tokens_t = tf.reshape(h_t, [b, self.len_t, d])
+        tokens_s = tf.reshape(h_s, [b, self.len_s, d])                   # time-major (t' * V' + v)
+
+        # temporal criterion on the Euclidean embeddings of the even patches
+        if cfg.temporal_criterion:
+            mc_t = tf.stop_gradient(tf.gather(mc, self.times_t, axis=1))  # [B, T_t, V', D]
+            q, k = self.l1(mc_t), self.l2(mc_t)
+            logits = tf.einsum("btvd,buvd->bvtu", q, k)                    # [B, V', T_t, T_t]
+            if cfg.switch("ref_attention"):
+                attn = tf.nn.softmax(logits * math.sqrt(d), axis=1)       # over joints, times sqrt(d)
+            else:
+                attn = tf.nn.softmax(logits / math.sqrt(d), axis=-1)      # over key times
+            score_t = tf.reduce_sum(attn, axis=2)                         # [B, V', T_t(u)]
+            out.update(q_l1=q, k_l2=k, crit_t_matrix=attn)
+        else:
+            score_t = tf.zeros([b, vp, n_t])
+        score_t = tf.reshape(score_t if ref_order else tf.transpose(score_t, [0, 2, 1]), [b, self.len_t])
+
+        # spatial criterion: hyperbolic distances between joints of each odd patch, plus the hub ("father") term
+        if cfg.spatial_criterion:
+            p = tf.stop_gradient(h_s)                                     # [B, T_s, V', D]
+            hubs = self.encoder.to_manifold(self.encoder.embed(x, self.layout.hub_joints))
+            father = tf.reduce_mean(tf.stop_gradient(tf.gather(hubs, self.times_s, axis=1)), axis=2,
+                                    keepdims=True)                          # [B, T_s, 1, D]
+            dist = self._distance(p[:, :, :, None], p[:, :, None, :])     # [B, T_s, V'(v), V'(u)]
+            dist_f = self._distance(father, p)                            # [B, T_s, V'(u)]
+            score_s = tf.reduce_sum(dist, axis=2) + cfg.father_weight * dist_f   # [B, T_s, V'(u)]
+            out.update(father=father, dist_s=dist, dist_f=dist_f)
+        else:
+            score_s = tf.zeros([b, n_s, vp])
+        score_s = tf.reshape(tf.transpose(score_s, [0, 2, 1]) if ref_order else score_s, [b, self.len_s])
+
+        res_t = masking.gumbel_topk(score_t, noise[0], self.keep_t, self.tau, cfg.keep_high_scores)
+        res_s = masking.gumbel_topk(score_s, noise[1], self.keep_s, self.tau, cfg.keep_high_scores)
+        vis_t = masking.gather_tokens(tokens_t, res_t.ids_keep)
+        vis_s = masking.gather_tokens(tokens_s, res_s.ids_keep)
+        latent = self.encoder.encode(tf.concat([vis_t, vis_s], axis=1), training=training)
+        lat_t, lat_s = latent[:, :self.keep_t], latent[:, self.keep_t:]
+        if cfg.switch("ref_cross_contrast"):
+            loss_cc, cc_terms = losses.cross_contrast(lat_t, lat_s)
+        else:
+            loss_cc, cc_terms = losses.cross_contrast(lat_t, lat_s, normalize=True, temperature=cfg.cc_temperature)
+
+        # decoder input: visible tokens back in their slots, mask tokens elsewhere
+        y = self.decoder_embed(latent)                                    # [B, k_t + k_s, Dd]
+        total = self.len_t + self.len_s
+        if cfg.switch("ref_unshuffle"):
+            seq = tf.concat([y, self._mask_tokens(b, total - self.keep_t - self.keep_s)], axis=1)
+            ids = tf.concat([res_t.ids_restore, res_s.ids_restore + self.len_t], axis=1)
+            slots = tf.gather(seq, ids, batch_dims=1)                     # [B, L, Dd], relabelled grid
+            grid = self._grid(slots)
+        else:
+            grp_t = tf.concat([y[:, :self.keep_t], self._mask_tokens(b, self.len_t - self.keep_t)], axis=1)
+            grp_s = tf.concat([y[:, self.keep_t:], self._mask_tokens(b, self.len_s - self.keep_s)], axis=1)
+            slots = tf.concat([tf.gather(grp_t, res_t.ids_restore, batch_dims=1),
+                               tf.gather(grp_s, res_s.ids_restore, batch_dims=1)], axis=1)
+            grid = self._grid(tf.gather(slots, self.cell_slots, axis=1))  # scatter to true (t, v) cells
+        pred = self._decode(grid, training, out)                          # [B, L, P] in grid order
+
+        # target: motion of the token joints through the exponential map, patchified
+        kept = self.encoder.select_joints(x)
+        mot = patching.motion(kept, cfg.motion_stride)
+        mot_h = self.encoder.to_manifold(mot)
+        tgt = patching.patchify(mot_h, cfg.t_patch)                       # [B, T', V', P]
+        mask_slots = tf.concat([res_t.mask, res_s.mask], axis=1)          # group-token order
+        if cfg.switch("ref_unshuffle"):
+            mask = mask_slots                                             # pred is in slot order
+        else:
+            mask = tf.gather(mask_slots, self.cell_slots, axis=1)         # canonical order
+        if cfg.switch("ref_target_order"):
+            target = tf.concat([tf.reshape(tf.gather(tgt, self.times_t, axis=1), [b, self.len_t, -1]),
+                                tf.reshape(tf.gather(tgt, self.times_s, axis=1), [b, self.len_s, -1])], axis=1)
+        else:
+            canonical = tf.reshape(tgt, [b, total, self.patch_values])
+            target = tf.gather(canonical, self.slot_cells, axis=1) if cfg.switch("ref_unshuffle") else canonical
+        target_raw = target
+        if cfg.norm_target or cfg.hacm_mode == "reference":
+            target = patching.normalize_patches(target)
+        loss_rec, per_token = losses.masked_mse(pred, target, mask)
+        loss = loss_rec + cfg.cc_weight * loss_cc
+        out.update(loss=loss, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms, mask=mask, pred=pred,
+                   target=target, target_raw=target_raw, visible=tf.cast(self.keep_t + self.keep_s, tf.float32),
+                   embed_raw=e, mc=mc, h=h, tokens_t=tokens_t, tokens_s=tokens_s, score_raw_t=score_t,
+                   score_raw_s=score_s, mask_t=res_t.mask, mask_s=res_s.mask, ids_keep_t=res_t.ids_keep,
+                   ids_keep_s=res_s.ids_keep, ids_restore_t=res_t.ids_restore, ids_restore_s=res_s.ids_restore,
+                   gumbel_z_t=res_t.z, gumbel_z_s=res_s.z, latent=latent, dec_embed_out=y, motion=mot,
+                   motion_h=mot_h, loss_per_token=per_token,
+                   ids_restore=tf.concat([res_t.ids_restore, res_s.ids_restore + self.len_t], axis=1))
+        return out
+
+    def _distance(self, u, v):
+        cfg = self.cfg
+        if cfg.hyperbolic:
+            return hyperbolic.distance(u, v, cfg.curvature, reference=cfg.switch("ref_distance"))
+        return tf.norm(u - v, axis=-1)
+
+    def call(self, x, training=False):
+        """Encoder features of all tokens: [N, T, M, V, 3] -> [N * M, L, D]."""
+        return self.encoder(fold_persons(tf.convert_to_tensor(x, tf.float32)), training=training)
+
+    # ------------------------------------------------------------------ training
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _loss_and_grads(self, x, noise):
+        n_rep = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            out = self.compute_losses(x, noise, training=True)
+            scaled = out["loss"] / tf.cast(n_rep, tf.float32)   # gradients are summed over replicas
+        grads = tape.gradient(scaled, self.trainable_variables)
+        return out, grads
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        b = tf.shape(x)[0] * tf.shape(x)[2]
+        noise = self.sample_noise(b)
+        if self._xla_step is not None:
+            out, grads = self._xla_step(x, noise)
+        else:
+            out, grads = self._loss_and_grads(x, noise)
+        pairs = [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None]
+        grad_norm = tf.linalg.global_norm([g for g, _ in pairs])
+        finite = tf.math.is_finite(out["loss"]) & tf.math.is_finite(grad_norm)
+        grads = [g for g, _ in pairs]
+        if self.nonfinite_policy == "skip":   # zero gradients for a non-finite step (moments still decay)
+            grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+        else:
+            tf.debugging.Assert(finite, ["non-finite loss or gradient", out["loss"], grad_norm])
+        self.optimizer.apply(grads, [v for _, v in pairs])
+        self._update_trackers(out, grad_norm)
+        return {k: tf.reshape(m.result(), [1]) for k, m in self.trackers.items()}   # rank 1 for MWMS
+
+    def test_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        out = self.compute_losses(x, training=False)
+        self._update_trackers(out, tf.zeros([]))
+        return {k: tf.reshape(m.result(), [1]) for k, m in self.trackers.items()}
+
+    def _update_trackers(self, out, grad_norm):
+        self.trackers["loss"].update_state(out["loss"])
+        self.trackers["loss_rec"].update_state(out["loss_rec"])
+        self.trackers["loss_cc"].update_state(out["loss_cc"])
+        self.trackers["mask_ratio"].update_state(tf.reduce_mean(out["mask"]))
+        self.trackers["grad_norm"].update_state(grad_norm)
+
+    def enable_xla(self, enabled: bool = True):
+        """Compiles loss + gradients with XLA inside train_step (works under MirroredStrategy)."""
+        self._xla_step = tf.function(self._loss_and_grads, jit_compile=True) if enabled else None
+
+    def get_config(self):
+        return {"config": self.config, "seed": self.seed}

@@ -1,0 +1,1 @@
+"""Pure tensor functions (no variables): hyperbolic geometry, masking, patching, losses."""

@@ -1,0 +1,72 @@
+"""Poincare-ball maps with curvature c (ball radius 1 / sqrt(c)), numerically safe norms.
+
+All functions act on the last axis: ``x: [..., D]``.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+BALL_EPS = 1e-5      # projection keeps points at radius (1 - 1e-5) / sqrt(c)
+MIN_NORM = 1e-15
+
+
+def _norm(x: tf.Tensor) -> tf.Tensor:
+    return tf.norm(x, axis=-1, keepdims=True)
+
+
+def _accurate_tanh(t: tf.Tensor) -> tf.Tensor:
+    """tanh evaluated in float64 and rounded once: TF's float32 tanh rounds to 1.0 from |t| ~ 8.3,
+    while a correctly rounded one (as PyTorch's) stays below 1 until |t| ~ 9; near the ball's
+    boundary that decides whether a point is projected. Applied to one norm per token: cheap."""
+    return tf.cast(tf.tanh(tf.cast(t, tf.float64)), t.dtype)
+
+
+def expmap0(x: tf.Tensor, c: float = 1.0) -> tf.Tensor:
+    """Exponential map at the origin: tanh(sqrt(c)|x|) x / (sqrt(c)|x|); x where |x| = 0. [..., D] -> [..., D]."""
+    sc = tf.sqrt(tf.cast(c, x.dtype))
+    n = _norm(x)
+    safe = tf.maximum(n, MIN_NORM)
+    return tf.where(n > 0, _accurate_tanh(sc * safe) * x / (sc * safe), x)
+
+
+def logmap0(y: tf.Tensor, c: float = 1.0) -> tf.Tensor:
+    """Inverse of expmap0 inside the ball: artanh(sqrt(c)|y|) y / (sqrt(c)|y|). [..., D] -> [..., D]."""
+    sc = tf.sqrt(tf.cast(c, y.dtype))
+    n = _norm(y)
+    safe = tf.clip_by_value(n, MIN_NORM, (1.0 - BALL_EPS) / sc)
+    return tf.where(n > 0, tf.atanh(sc * safe) * y / (sc * safe), y)
+
+
+def project(y: tf.Tensor, c: float = 1.0, eps: float = BALL_EPS) -> tf.Tensor:
+    """Pulls points with |y| >= 1/sqrt(c) back to radius (1 - eps)/sqrt(c) (the reference's rule)."""
+    sc = tf.sqrt(tf.cast(c, y.dtype))
+    n = _norm(y)
+    return tf.where(n >= 1.0 / sc, y * ((1.0 - eps) / sc) / tf.maximum(n, MIN_NORM), y)
+
+
+def clip_norm(x: tf.Tensor, radius: float) -> tf.Tensor:
+    """Euclidean feature clipping before the exponential map: x * min(1, radius / |x|)."""
+    n = _norm(x)
+    return x * tf.minimum(1.0, radius / tf.maximum(n, MIN_NORM))
+
+
+def expmap_project(x: tf.Tensor, c: float = 1.0, clip_radius: float = 0.0) -> tf.Tensor:
+    """project(expmap0(x)), optionally after clipping |x| to ``clip_radius`` (0: no clipping)."""
+    if clip_radius and clip_radius > 0:
+        x = clip_norm(x, clip_radius)
+    return project(expmap0(x, c), c)
+
+
+def distance(u: tf.Tensor, v: tf.Tensor, c: float = 1.0, reference: bool = False) -> tf.Tensor:
+    """Poincare distance, broadcasting over leading axes. [..., D], [..., D] -> [...].
+
+    standard:  arccosh(1 + 2 c |u - v|^2 / ((1 - c|u|^2)(1 - c|v|^2))) / sqrt(c)
+    reference: the official code's arccosh(1 + c (2|u - v|)^2 / (...)) (4|u - v|^2 numerator).
+    """
+    diff = tf.norm(u - v, axis=-1)
+    num = tf.square(2.0 * diff) if reference else 2.0 * tf.square(diff)
+    den = (1.0 - c * tf.reduce_sum(u * u, axis=-1)) * (1.0 - c * tf.reduce_sum(v * v, axis=-1))
+    arg = 1.0 + c * num / tf.maximum(den, MIN_NORM)
+    d = tf.acosh(tf.maximum(arg, 1.0))
+    return d if reference else d / tf.sqrt(tf.cast(c, d.dtype))

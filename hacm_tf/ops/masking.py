@@ -1,0 +1,80 @@
+"""Token masking as pure functions of scores and explicit uniform noise.
+
+Conventions: ``mask`` is 1 for masked (hidden) tokens and 0 for visible ones;
+``ids_restore[j]`` is the rank of token j in the shuffled order, so the first
+``keep`` ranks are the visible tokens; ``ids_keep`` lists the visible tokens in
+rank order. ``noise`` is uniform in [0, 1) with the scores' shape ``[B, L]``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+GUMBEL_EPS = 1e-10
+
+
+class MaskResult(NamedTuple):
+    """ids_keep [B, k] int32, mask [B, L] float32, ids_restore [B, L] int32, z [B, L] perturbed scores."""
+
+    ids_keep: tf.Tensor
+    mask: tf.Tensor
+    ids_restore: tf.Tensor
+    z: tf.Tensor
+
+
+def gumbel(noise: tf.Tensor) -> tf.Tensor:
+    """Gumbel draws from uniform noise: -log(-log(U + 1e-10) + 1e-10)."""
+    return -tf.math.log(-tf.math.log(noise + GUMBEL_EPS) + GUMBEL_EPS)
+
+
+def shuffle_and_keep(z: tf.Tensor, keep: int, keep_high: bool) -> MaskResult:
+    """Keeps the ``keep`` tokens with the largest (keep_high) or smallest z. z: [B, L]."""
+    ids_shuffle = tf.argsort(z, axis=-1, direction="DESCENDING" if keep_high else "ASCENDING", stable=True)
+    ids_restore = tf.argsort(ids_shuffle, axis=-1, stable=True)
+    ids_keep = ids_shuffle[:, :keep]
+    mask = tf.cast(ids_restore >= keep, tf.float32)
+    return MaskResult(ids_keep, mask, ids_restore, z)
+
+
+def normalized_scores(scores: tf.Tensor, tau: float) -> tf.Tensor:
+    """s / (tau * max_L s + 1e-10) per row. [B, L] -> [B, L]."""
+    return scores / (tau * tf.reduce_max(scores, axis=-1, keepdims=True) + GUMBEL_EPS)
+
+
+def gumbel_topk(scores: tf.Tensor, noise: tf.Tensor, keep: int, tau: float, keep_high: bool = True) -> MaskResult:
+    """Gumbel-top-k sampling without replacement with logits s / (tau max s).
+
+    z = log softmax-probabilities + Gumbel(noise), computed as log(softmax(.)) as the reference.
+    keep_high=True keeps high-score tokens visible (HA-CM); False masks them (MAMP).
+    scores, noise: [B, L].
+    """
+    p = tf.nn.softmax(normalized_scores(scores, tau), axis=-1)
+    z = tf.math.log(p) + gumbel(noise)
+    return shuffle_and_keep(z, keep, keep_high)
+
+
+def random_masking(noise: tf.Tensor, keep: int) -> MaskResult:
+    """MAE: keep the ``keep`` tokens with the smallest noise. noise: [B, L]."""
+    return shuffle_and_keep(noise, keep, keep_high=False)
+
+
+def motion_scores(patches: tf.Tensor) -> tf.Tensor:
+    """MAMP motion score per token: mean |x[t] - x[t-1]| over the patch values; patch 0 copies patch 1.
+
+    patches: [B, T', V, P] (P = t_patch * 3) -> [B, T' * V] (time-major).
+    """
+    d = tf.reduce_mean(tf.abs(patches[:, 1:] - patches[:, :-1]), axis=-1)   # [B, T'-1, V]
+    d = tf.concat([d[:, :1], d], axis=1)                                   # [B, T', V]
+    return tf.reshape(d, [tf.shape(d)[0], -1])
+
+
+def gather_tokens(x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    """x: [B, L, D], ids: [B, k] -> [B, k, D]."""
+    return tf.gather(x, ids, batch_dims=1)
+
+
+def keep_count(length: int, mask_ratio: float) -> int:
+    """int(L * (1 - mask_ratio)) as the reference (750 * 0.1 -> 74 in float arithmetic), at least 1."""
+    return max(1, int(length * (1 - mask_ratio)))
