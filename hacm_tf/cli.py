@@ -9,8 +9,12 @@ import sys
 from hacm_tf.config import ConfigError
 from hacm_tf.errors import DataError, DatasetMismatchError
 
-# Errors a user can act on: reported as one line, exit status 1, no traceback.
-USER_ERRORS = (DataError, DatasetMismatchError, ConfigError, FileNotFoundError, ValueError)
+
+def _user_errors():
+    """Errors a user can act on: reported as one line, exit status 1, no traceback."""
+    from hacm_tf.training.run import TrainingError
+
+    return (DataError, DatasetMismatchError, ConfigError, TrainingError, FileNotFoundError, ValueError)
 
 
 def run(main):
@@ -21,7 +25,7 @@ def run(main):
     def wrapped(argv):
         try:
             return main(argv)
-        except USER_ERRORS as e:
+        except _user_errors() as e:
             _pylogging.getLogger("absl").error("%s: %s", type(e).__name__, e)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
@@ -32,3 +36,99 @@ def run(main):
 def split_list(value: str):
     """Comma-separated flag value -> list of non-empty stripped items."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+# --------------------------------------------------------------------------- dataclass <-> flags
+
+def _field_help(cls) -> dict:
+    """Attribute descriptions from a dataclass docstring's "Attributes:" section."""
+    import re
+
+    helps, current = {}, None
+    for line in (cls.__doc__ or "").splitlines():
+        m = re.match(r"\s{6}([a-z_0-9, ]+):\s*(.*)", line)
+        if m:
+            current = [n.strip() for n in m.group(1).split(",")]
+            for n in current:
+                helps[n] = m.group(2)
+        elif current and line.startswith(" " * 8) and line.strip():
+            for n in current:
+                helps[n] += " " + line.strip()
+    return helps
+
+
+def define_config_flags(cls, skip=()):
+    """Defines one absl flag per dataclass field (same name, same default); shared names are defined once."""
+    import dataclasses
+    import typing
+
+    from absl import flags
+
+    helps = _field_help(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.name in flags.FLAGS:
+            continue
+        hint = typing.get_type_hints(cls)[f.name]
+        text = helps.get(f.name, f"{cls.__name__}.{f.name}")
+        if hint is bool:
+            flags.DEFINE_bool(f.name, f.default, text)
+        elif hint is int:
+            flags.DEFINE_integer(f.name, f.default, text)
+        elif hint is float:
+            flags.DEFINE_float(f.name, f.default, text)
+        elif hint is str:
+            flags.DEFINE_string(f.name, f.default, text)
+        elif hint == typing.Optional[bool]:
+            flags.DEFINE_enum(f.name, "auto", ["auto", "true", "false"], text + " (auto: follow the mode)")
+        elif typing.get_origin(hint) is tuple:
+            flags.DEFINE_list(f.name, [str(v) for v in f.default], text)
+        else:
+            raise TypeError(f"no flag type for {cls.__name__}.{f.name}: {hint}")
+
+
+def config_from_flags(cls, flag_values, **overrides):
+    """Builds and validates a config dataclass from the flags defined by define_config_flags."""
+    import dataclasses
+    import typing
+
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            kwargs[f.name] = overrides[f.name]
+            continue
+        if f.name not in flag_values:
+            continue
+        v = flag_values[f.name].value
+        hint = typing.get_type_hints(cls)[f.name]
+        if hint == typing.Optional[bool]:
+            v = None if v == "auto" else v == "true"
+        elif typing.get_origin(hint) is tuple:
+            v = tuple(float(x) for x in v)
+        kwargs[f.name] = v
+    return cls(**kwargs).validate()
+
+
+def define_run_flags():
+    """The command-line contract shared by every training stage (DESIGN.md 5)."""
+    from absl import flags
+
+    flags.DEFINE_string("data_dir", None, "TFRecord directory with dataset_info.json.")
+    flags.DEFINE_string("workdir", None, "Everything the run writes (resumes when it holds a run).")
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "Distribution strategy.")
+    flags.DEFINE_integer("devices", 0, "mirrored on CPU: number of logical CPU devices (0: all local devices).")
+    flags.DEFINE_integer("seed", 0, "Seed of weights, masks, data order and augmentation.")
+
+
+def save_flags(workdir: str):
+    """Copies the effective flags into ``workdir/flags.txt`` (a flagfile that reproduces the run)."""
+    from absl import flags
+
+    from hacm_tf.data.tfrecord import atomic_write_text
+
+    os.makedirs(workdir, exist_ok=True)
+    lines = []
+    for module in (sys.argv[0], __name__):
+        for flag in flags.FLAGS.get_flags_for_module(module):
+            if flag.value is not None:
+                lines.append(flag.serialize())
+    atomic_write_text(os.path.join(workdir, "flags.txt"), "\n".join(sorted(set(lines))) + "\n")

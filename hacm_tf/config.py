@@ -30,7 +30,6 @@ class DataConfig:
       shuffle_buffer: training shuffle buffer (records).
       semi_ratio: fraction of labelled training samples kept (1.0 = all).
       semi_stratified: choose the semi-supervised subset per class.
-      cache: keep parsed records in memory after the first epoch.
     """
 
     window: int = 72
@@ -43,7 +42,6 @@ class DataConfig:
     shuffle_buffer: int = 4096
     semi_ratio: float = 1.0
     semi_stratified: bool = False
-    cache: bool = False
 
     def validate(self) -> "DataConfig":
         _check(self.window >= 1, "window", f"must be positive, got {self.window}")
@@ -178,6 +176,61 @@ class ModelConfig:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown ModelConfig fields {sorted(unknown)}")
+        return cls(**d).validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and run bookkeeping (REFERENCE.md 6; pretraining defaults).
+
+    Attributes:
+      epochs, steps_per_epoch: run length (steps_per_epoch 0: one pass over the training split).
+      lr, min_lr, warmup_epochs: per-step linear warm-up then half-cosine to min_lr.
+      weight_decay, beta_1, beta_2: AdamW (no decay for 1-D parameters).
+      checkpoint_every: steps between checkpoints (0: at the end of every epoch only).
+      keep_checkpoints: checkpoints kept in ``workdir/checkpoints``.
+      log_every: steps between TensorBoard scalar writes.
+      jit_compile: XLA-compile loss + gradients.
+      nonfinite: "stop" (raise on a non-finite loss) or "skip" (zero that step's gradients).
+      deterministic: enable TF op determinism.
+    """
+
+    epochs: int = 400
+    steps_per_epoch: int = 0
+    lr: float = 1e-3
+    min_lr: float = 5e-4
+    warmup_epochs: float = 20.0
+    weight_decay: float = 0.05
+    beta_1: float = 0.9
+    beta_2: float = 0.95
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    jit_compile: bool = False
+    nonfinite: str = "stop"
+    deterministic: bool = False
+
+    def validate(self) -> "TrainConfig":
+        _check(self.epochs >= 1, "epochs", f"must be positive, got {self.epochs}")
+        _check(self.steps_per_epoch >= 0, "steps_per_epoch", f"must be >= 0, got {self.steps_per_epoch}")
+        _check(self.lr > 0 and self.min_lr >= 0, "lr", f"need lr > 0 and min_lr >= 0, got {self.lr}, {self.min_lr}")
+        _check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
+               f"must be in [0, epochs], got {self.warmup_epochs}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.nonfinite in ("stop", "skip"), "nonfinite", f"must be 'stop' or 'skip', got {self.nonfinite!r}")
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be positive")
+        _check(self.log_every >= 1, "log_every", "must be positive")
+        _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}")
         return cls(**d).validate()
 
 

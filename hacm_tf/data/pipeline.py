@@ -2,10 +2,12 @@
 
 Straight-line, every step a TF op (no Python per sample)::
 
-    shard files -> (per-worker file shard) -> interleave TFRecordDataset
-      -> parse -> (semi-supervised filter) -> (cache) -> shuffle -> repeat
-      -> enumerate -> map(crop/resize/rotate/velocity with a per-sample
-         stateless seed (seed, worker, element index)) -> batch -> prefetch
+    shard files -> (per-worker file shard)
+    per epoch e (training): stateless shuffle of the shard order -> interleave
+      TFRecordDataset -> windows of ``shuffle_buffer`` serialised records, each
+      permuted with a stateless shuffle -> parse -> (semi-supervised filter)
+      -> map(crop/resize/rotate/velocity with a stateless seed (seed, worker, e,
+      index)) -> batch; epochs concatenated -> prefetch
 
 Batches are ``(skeleton, label)`` with skeleton ``[batch, window, persons,
 joints, 3]`` float32 and label ``[batch]`` int64. Deterministic for a seed:
@@ -84,7 +86,8 @@ def make_dataset(data_dir: str, split: str, config: DataConfig, training: bool, 
                  input_context: Optional[tf.distribute.InputContext] = None,
                  repeat: Optional[bool] = None, subset: Optional[Sequence[str]] = None,
                  joint_layout: Optional[str] = None, num_classes: Optional[int] = None,
-                 check_hashes: bool = False, with_names: bool = False) -> tf.data.Dataset:
+                 check_hashes: bool = False, with_names: bool = False, start_epoch: int = 0,
+                 skip_batches: int = 0, batches_per_epoch: Optional[int] = None) -> tf.data.Dataset:
     """Batched dataset of a split.
 
     Args:
@@ -95,12 +98,17 @@ def make_dataset(data_dir: str, split: str, config: DataConfig, training: bool, 
       seed: shuffling and augmentation seed.
       input_context: from ``strategy.distribute_datasets_from_function``: gives
         the per-replica batch size and this worker's share of the shards.
-      repeat: repeat forever (default: ``training``).
+      repeat: repeat forever, epoch after epoch (default: ``training``).
       subset: keep only these sample names (semi-supervised protocols). When
         None and ``config.semi_ratio < 1`` the subset is chosen from ``seed``.
       joint_layout, num_classes: expected values, checked against dataset_info.
       check_hashes: verify each shard's sha256 before reading.
       with_names: add the sample names as a third element.
+      start_epoch, skip_batches: resume position (training): epoch e's order and
+        augmentation depend only on (seed, worker, e), so a resumed run sees
+        exactly the batches an uninterrupted run would.
+      batches_per_epoch: batches of this pipeline per epoch (training; default:
+        all full batches). More than the data holds repeats the epoch's order.
 
     Returns:
       Dataset of ``(skeleton [b, window, M, V, 3], label [b])``.
@@ -122,37 +130,80 @@ def make_dataset(data_dir: str, split: str, config: DataConfig, training: bool, 
     shard_files = workers > 1 and len(paths) >= workers
     if shard_files:                                   # each worker reads its own shard files
         paths = paths[worker::workers]
-    ds = _record_dataset(paths, info.get("compression"), ordered=not training)
-    if workers > 1 and not shard_files:               # too few files: shard by record
-        ds = ds.shard(workers, worker)
-    ds = ds.map(parse_record, num_parallel_calls=AUTOTUNE, deterministic=True)
+    compression = info.get("compression")
+    table = None
     if subset is not None:
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(list(subset), tf.string),
                                                 tf.ones([len(subset)], tf.int32)), default_value=0)
-        ds = ds.filter(lambda ex: table.lookup(ex["name"]) > 0)
-    if config.cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.enumerate()
-    worker_seed = tf.constant(seed, tf.int64) * 7919 + worker
+    shape = [config.window, info["num_persons"], info["num_joints"], 3]
 
-    def transform(index, ex):
-        if training:
-            sample_seed = tf.cast(tf.stack([worker_seed, index]) % (2 ** 31 - 1), tf.int32)
-            x = augment.train_transform(ex["skeleton"], sample_seed, config.window, config.train_crop,
-                                        config.min_crop_frames, config.rotation_range, config.velocity)
-        else:
-            x = augment.eval_transform(ex["skeleton"], config.window, config.eval_crop, config.velocity)
-        x = tf.ensure_shape(x, [config.window, info["num_persons"], info["num_joints"], 3])
+    def parse_and_select(records):
+        if workers > 1 and not shard_files:           # too few files: shard by record
+            records = records.shard(workers, worker)
+        records = records.map(parse_record, num_parallel_calls=AUTOTUNE, deterministic=True)
+        if table is not None:
+            records = records.filter(lambda ex: table.lookup(ex["name"]) > 0)
+        return records
+
+    def output(x, ex):
+        x = tf.ensure_shape(x, shape)
         return (x, ex["label"], ex["name"]) if with_names else (x, ex["label"])
 
-    ds = ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch, drop_remainder=training)
+    if not training:
+        ds = parse_and_select(_record_dataset(paths, compression, ordered=True))
+        ds = ds.map(lambda ex: output(augment.eval_transform(ex["skeleton"], config.window, config.eval_crop,
+                                                             config.velocity), ex),
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.repeat() if repeat else ds
+        return _finish(ds.batch(batch))
+
+    files = tf.constant(paths)
+    # the file order may only depend on the seed when workers shard by record (all must agree)
+    order_key = tf.constant(seed * 7919 + (worker if shard_files else 0), tf.int64)
+    sample_key = tf.constant(seed * 7919 + worker, tf.int64)
+
+    def epoch(e):
+        """One epoch: shuffled file order, windowed shuffle of the serialised records, augmentation,
+        everything seeded by (seed, worker, e) with stateless ops, so any epoch can be rebuilt alone."""
+        e = tf.cast(e, tf.int64)
+        order_seed = _seed_pair(order_key, e)
+        epoch_files = tf.random.experimental.stateless_shuffle(files, seed=order_seed)
+        records = tf.data.Dataset.from_tensor_slices(epoch_files).interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type=compression or ""),
+            cycle_length=min(len(paths), 8), block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
+        records = records.batch(config.shuffle_buffer).enumerate().map(
+            lambda i, window: tf.random.experimental.stateless_shuffle(
+                window, seed=tf.random.experimental.stateless_fold_in(order_seed, tf.cast(i, tf.int32) + 1)),
+            num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+        records = parse_and_select(records)
+        if batches_per_epoch is not None:
+            records = records.repeat()
+        aug_seed = _seed_pair(sample_key, e)
+
+        def transform(index, ex):
+            sample_seed = tf.random.experimental.stateless_fold_in(aug_seed, tf.cast(index, tf.int32))
+            x = augment.train_transform(ex["skeleton"], sample_seed, config.window, config.train_crop,
+                                        config.min_crop_frames, config.rotation_range, config.velocity)
+            return output(x, ex)
+
+        ds = records.enumerate().map(transform, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch, drop_remainder=True)
+        return ds.take(batches_per_epoch) if batches_per_epoch is not None else ds
+
+    first = epoch(start_epoch).skip(skip_batches)
+    if repeat:
+        first = first.concatenate(tf.data.Dataset.range(start_epoch + 1, 2 ** 62).flat_map(epoch))
+    return _finish(first)
+
+
+def _seed_pair(key: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+    """int32 [2] stateless seed from an int64 key and an epoch."""
+    return tf.cast(tf.stack([key, epoch]) % (2 ** 31 - 1), tf.int32)
+
+
+def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    ds = ds.with_options(options)
-    return ds.prefetch(AUTOTUNE)
+    options.deterministic = True
+    return ds.with_options(options).prefetch(AUTOTUNE)

@@ -45,7 +45,8 @@ def group_cells(num_patches: int, num_joints: int, parity: int, joint_major: boo
 class MaskedPretrainer(keras.Model):
     """Encoder + masking + decoder for HA-CM (``method="hacm"``), MAMP and MAE.
 
-    Input batches: ``[N, T, M, V, 3]`` skeletons (or ``(skeletons, labels)``; labels are ignored).
+    Input batches: ``[N, T, M, V, 3]`` skeletons, or ``(skeletons, labels)`` (labels are ignored),
+    or ``(skeletons, labels, noise)`` with explicit masking noise shaped ``[N, M, L_g]`` per call.
     """
 
     def __init__(self, config: dict, seed: Optional[int] = None, **kwargs):
@@ -142,7 +143,8 @@ class MaskedPretrainer(keras.Model):
 
         Returns:
           dict with ``loss``, ``loss_rec``, ``loss_cc`` (scalars), ``mask`` [B, L],
-          ``pred`` / ``target`` [B, L, P] and ``visible`` (visible-token count).
+          ``pred`` / ``target`` [B, L, P] (mask, pred and target in the same token order),
+          ``mask_grid`` [B, T', V'] (the mask on the (t, v) grid) and ``visible`` (visible-token count).
         """
         x = tf.convert_to_tensor(x, tf.float32)
         xb = fold_persons(x)                                             # [B, T, V, 3]
@@ -153,7 +155,7 @@ class MaskedPretrainer(keras.Model):
         else:
             out = self._mamp_mae(xb, noise[0], training)
         if not intermediates:
-            keep = ("loss", "loss_rec", "loss_cc", "mask", "pred", "target", "visible", "cc_terms")
+            keep = ("loss", "loss_rec", "loss_cc", "mask", "pred", "target", "visible", "cc_terms", "mask_grid")
             out = {k: v for k, v in out.items() if k in keep}
         return out
 
@@ -201,6 +203,7 @@ class MaskedPretrainer(keras.Model):
         loss_rec, per_token = losses.masked_mse(pred, target, res.mask)
         zero = tf.zeros([], tf.float32)
         out.update(loss=loss_rec, loss_rec=loss_rec, loss_cc=zero, cc_terms=tf.zeros([3]), mask=res.mask, pred=pred,
+                   mask_grid=tf.reshape(res.mask, [b, cfg.num_patches, self.num_token_joints]),
                    target=target, visible=tf.cast(keep, tf.float32), latent=latent, ids_restore=res.ids_restore,
                    ids_keep=res.ids_keep, loss_per_token=per_token, mc=mc)
         return out
@@ -299,7 +302,8 @@ class MaskedPretrainer(keras.Model):
             target = patching.normalize_patches(target)
         loss_rec, per_token = losses.masked_mse(pred, target, mask)
         loss = loss_rec + cfg.cc_weight * loss_cc
-        out.update(loss=loss, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms, mask=mask, pred=pred,
+        mask_grid = tf.reshape(tf.gather(mask_slots, self.cell_slots, axis=1), [b, tp, vp])
+        out.update(loss=loss, mask_grid=mask_grid, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms, mask=mask, pred=pred,
                    target=target, target_raw=target_raw, visible=tf.cast(self.keep_t + self.keep_s, tf.float32),
                    embed_raw=e, mc=mc, h=h, tokens_t=tokens_t, tokens_s=tokens_s, score_raw_t=score_t,
                    score_raw_s=score_s, mask_t=res_t.mask, mask_s=res_s.mask, ids_keep_t=res_t.ids_keep,
@@ -333,10 +337,19 @@ class MaskedPretrainer(keras.Model):
         grads = tape.gradient(scaled, self.trainable_variables)
         return out, grads
 
+    def _unpack(self, data):
+        """data: x, (x, y) or (x, y, noise) with noise tensors [N, M, L_g] (explicit masking noise)."""
+        if not isinstance(data, (tuple, list)):
+            return data, None
+        x = data[0]
+        if len(data) < 3:
+            return x, None
+        return x, [tf.reshape(n, [-1, n.shape[-1]]) for n in data[2]]
+
     def train_step(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
-        b = tf.shape(x)[0] * tf.shape(x)[2]
-        noise = self.sample_noise(b)
+        x, noise = self._unpack(data)
+        if noise is None:
+            noise = self.sample_noise(tf.shape(x)[0] * tf.shape(x)[2])
         if self._xla_step is not None:
             out, grads = self._xla_step(x, noise)
         else:
@@ -354,8 +367,8 @@ class MaskedPretrainer(keras.Model):
         return {k: tf.reshape(m.result(), [1]) for k, m in self.trackers.items()}   # rank 1 for MWMS
 
     def test_step(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
-        out = self.compute_losses(x, training=False)
+        x, noise = self._unpack(data)
+        out = self.compute_losses(x, noise, training=False)
         self._update_trackers(out, tf.zeros([]))
         return {k: tf.reshape(m.result(), [1]) for k, m in self.trackers.items()}
 

@@ -1,0 +1,1 @@
+"""Optimisers, schedules, distribution strategies and the resumable training loop."""

@@ -1,0 +1,67 @@
+"""AdamW with the reference's weight-decay exclusions, per-step warm-up + half-cosine schedules,
+layer-wise learning-rate decay."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable("hacm_tf")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Per-step schedule with fractional epoch e = step / steps_per_epoch (REFERENCE.md 6):
+    lr * e / W while e < W, then min_lr + (lr - min_lr) * (1 + cos(pi (e - W) / (E - W))) / 2."""
+
+    def __init__(self, lr: float, min_lr: float, warmup_epochs: float, epochs: float, steps_per_epoch: int,
+                 scale: float = 1.0):
+        self.lr, self.min_lr = float(lr), float(min_lr)
+        self.warmup_epochs, self.epochs = float(warmup_epochs), float(epochs)
+        self.steps_per_epoch, self.scale = int(steps_per_epoch), float(scale)
+
+    def value(self, step):
+        e = tf.cast(step, tf.float64) / self.steps_per_epoch
+        w, total = self.warmup_epochs, self.epochs
+        warm = self.lr * e / max(w, 1e-12)
+        progress = tf.clip_by_value((e - w) / max(total - w, 1e-12), 0.0, 1.0)
+        cos = self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(e < w, warm, cos) * self.scale
+
+    def __call__(self, step):
+        return tf.cast(self.value(step), tf.float32)
+
+    def get_config(self):
+        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_epochs": self.warmup_epochs, "epochs": self.epochs,
+                "steps_per_epoch": self.steps_per_epoch, "scale": self.scale}
+
+
+def no_decay(variable) -> bool:
+    """The reference's exclusion: no weight decay for 1-D parameters (biases, norms)."""
+    return len(variable.shape) <= 1
+
+
+def adamw(schedule, variables: Sequence, weight_decay: float = 0.05, beta_1: float = 0.9, beta_2: float = 0.95,
+          epsilon: float = 1e-8, exclude: Callable = no_decay) -> keras.optimizers.AdamW:
+    """AdamW (decoupled decay scaled by the learning rate, as PyTorch) with 1-D parameters excluded."""
+    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, beta_1=beta_1,
+                                 beta_2=beta_2, epsilon=epsilon)
+    opt.exclude_from_weight_decay(var_list=[v for v in variables if exclude(v)])
+    return opt
+
+
+def layer_decay_scales(variable_paths: Sequence[str], depth: int, decay: float,
+                       layer_of: Optional[Callable[[str], int]] = None) -> Dict[str, float]:
+    """Layer-wise lr scales decay ** (depth + 1 - layer_id): 0 for the embeddings, i + 1 for block i,
+    depth + 1 (scale 1) for the final norm and the head."""
+    def default_layer(path: str) -> int:
+        for part in path.replace("/", " ").split():
+            if part.startswith("blocks_"):
+                return int(part.split("_")[1]) + 1
+        if "joints_embed" in path or "pos_embed" in path:
+            return 0
+        return depth + 1
+
+    layer_of = layer_of or default_layer
+    return {p: decay ** (depth + 1 - layer_of(p)) for p in variable_paths}

@@ -1,0 +1,105 @@
+"""Pretraining (HA-CM, MAMP, MAE) from a TFRecord directory into a workdir."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.data import pipeline, tfrecord
+from hacm_tf.models.pretrainer import MaskedPretrainer
+from hacm_tf.skeleton import get_layout
+from hacm_tf.training import optim
+from hacm_tf.training.run import Run, check_workdir_config
+
+
+def steps_per_epoch(train_samples: int, global_batch: int, configured: int = 0) -> int:
+    if configured:
+        return configured
+    if train_samples < global_batch:
+        raise ValueError(f"the training split has {train_samples} samples, fewer than one batch of {global_batch}")
+    return train_samples // global_batch
+
+
+def check_data_for_model(info: dict, data_dir: str, model: ModelConfig):
+    """The dataset must have the model's joint layout and person count."""
+    tfrecord.check_info(info, data_dir, joint_layout=model.layout, num_persons=model.num_persons, split="train")
+    if info["num_joints"] != get_layout(model.layout).num_joints:
+        raise ValueError(f"{data_dir}: {info['num_joints']} joints, layout {model.layout} has "
+                         f"{get_layout(model.layout).num_joints}")
+
+
+def mask_image(mask_grid: np.ndarray) -> np.ndarray:
+    """[B, T', V'] masks -> one [1, V' * rows, T', 1] image: white = visible, black = masked."""
+    rows = [1.0 - mask_grid[i].T for i in range(min(4, mask_grid.shape[0]))]   # [V', T'] each
+    sep = [np.full((1, mask_grid.shape[1]), 0.5)]
+    img = np.concatenate(sum(([r] + sep for r in rows), [])[:-1], axis=0)
+    return img[None, :, :, None].astype(np.float32)
+
+
+def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config: DataConfig,
+             train_config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, seed: int = 0,
+             extra_config: Optional[dict] = None) -> dict:
+    """Pretrains a MaskedPretrainer; resumes from ``workdir`` when it holds a run of the same config.
+
+    Returns the final metrics (also in ``workdir/metrics.json``).
+    """
+    model_config.validate(), data_config.validate(), train_config.validate()
+    if data_config.window != model_config.window:
+        raise ValueError(f"data window {data_config.window} differs from the model window {model_config.window}")
+    if train_config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = strategy or tf.distribute.get_strategy()
+    info = tfrecord.load_info(data_dir)
+    check_data_for_model(info, data_dir, model_config)
+    spe = steps_per_epoch(info["splits"]["train"], data_config.batch_size, train_config.steps_per_epoch)
+    check_workdir_config(workdir, {"stage": "pretrain", "model": model_config.to_dict(),
+                                   "data": data_config.to_dict(), "train": train_config.to_dict(),
+                                   "seed": seed, "data_dir_dataset": info["dataset"], **(extra_config or {})})
+    keras.utils.set_random_seed(seed)                 # initial weights depend on the seed only
+    with strategy.scope():
+        model = MaskedPretrainer(model_config.to_dict(), seed=seed)
+        model.build()
+        model.nonfinite_policy = train_config.nonfinite
+        schedule = optim.WarmupCosine(train_config.lr, train_config.min_lr, train_config.warmup_epochs,
+                                      train_config.epochs, spe)
+        opt = optim.adamw(schedule, model.trainable_variables, train_config.weight_decay,
+                          train_config.beta_1, train_config.beta_2)
+        model.compile(optimizer=opt)
+        opt.build(model.trainable_variables)
+        if train_config.jit_compile:
+            model.enable_xla()
+    logging.info("pretraining %s (%s): %d parameters, global batch %d (%d replicas), %d steps/epoch, lr %.2e",
+                 model_config.method, model_config.hacm_mode if model_config.method == "hacm" else "-",
+                 model.count_params(), data_config.batch_size, strategy.num_replicas_in_sync, spe, train_config.lr)
+
+    def make(ctx, start_epoch, skip, per_epoch):
+        return pipeline.make_dataset(data_dir, "train", data_config, training=True, seed=seed, input_context=ctx,
+                                     start_epoch=start_epoch, skip_batches=skip, batches_per_epoch=per_epoch)
+
+    fixed = _fixed_batch(data_dir, data_config, model)
+
+    def images(epoch):
+        out = model.compute_losses(fixed[0], fixed[1])
+        tf.summary.image("masks (white = visible; rows = joints, columns = temporal patches)",
+                         mask_image(out["mask_grid"].numpy()), max_outputs=1)
+
+    run = Run(workdir, strategy, model, make, train_config.epochs, spe, data_config.batch_size,
+              train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every, images=images)
+    final = run.train()
+    return final
+
+
+def _fixed_batch(data_dir, data_config, model):
+    """A fixed evaluation batch and noise for the mask images."""
+    split = "test" if tfrecord.load_info(data_dir)["splits"].get("test") else "train"
+    cfg = dataclasses.replace(data_config, batch_size=2)
+    x, _ = next(iter(pipeline.make_dataset(data_dir, split, cfg, training=False)))
+    rng = np.random.RandomState(0)
+    noise = [rng.uniform(size=s).astype(np.float32) for s in model.noise_shapes(int(x.shape[0] * x.shape[2]))]
+    return x, noise

@@ -1,0 +1,45 @@
+"""Self-supervised pretraining: HA-CM, MAMP or MAE.
+
+  python scripts/pretrain.py --flagfile=flags/smoke/pretrain_hacm.flags --data_dir=DIR --workdir=runs/x
+
+Every ModelConfig / DataConfig / TrainConfig field is a flag of the same name (see --helpfull).
+Rerunning the same command resumes from the workdir's last checkpoint.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from hacm_tf import cli  # noqa: E402
+from hacm_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+
+cli.define_run_flags()
+cli.define_config_flags(ModelConfig)
+cli.define_config_flags(DataConfig, skip=("semi_ratio", "semi_stratified"))
+cli.define_config_flags(TrainConfig)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    if not FLAGS.data_dir or not FLAGS.workdir:
+        raise ValueError("--data_dir and --workdir are required")
+    model = cli.config_from_flags(ModelConfig, FLAGS)
+    data = cli.config_from_flags(DataConfig, FLAGS)
+    train = cli.config_from_flags(TrainConfig, FLAGS)
+    from hacm_tf.training.pretrain import pretrain
+    from hacm_tf.training.strategy import get_strategy, is_chief
+
+    strategy = get_strategy(FLAGS.strategy, FLAGS.devices)
+    if is_chief():
+        cli.save_flags(FLAGS.workdir)
+    final = pretrain(FLAGS.workdir, FLAGS.data_dir, model, data, train, strategy, FLAGS.seed)
+    print(json.dumps(final))
+
+
+if __name__ == "__main__":
+    cli.run(main)
