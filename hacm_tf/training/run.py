@@ -47,7 +47,9 @@ def seed_generators(model) -> List:
 
 
 def check_workdir_config(workdir: str, config: dict):
-    """Writes config.json, or checks that an existing run in ``workdir`` used the same config."""
+    """Writes config.json, or checks that an existing run in ``workdir`` used the same config.
+
+    Only the chief writes; other workers check an existing file."""
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as e:
@@ -65,7 +67,8 @@ def check_workdir_config(workdir: str, config: dict):
             raise TrainingError(f"{workdir} holds a run with a different configuration ({details}); "
                                 "use a new --workdir or the same settings")
         return
-    atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
+    if is_chief():
+        atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
 
 class Run:
@@ -223,5 +226,16 @@ class Run:
 
     def _final(self) -> dict:
         last = self.history[-1] if self.history else {}
-        return {"steps": int(self.step.numpy()), "epochs": self.epochs, "last_epoch": last}
+        return {"steps": int(self.step.numpy()), "epochs": self.epochs, "last_epoch": last,
+                "weights_sha256": weights_digest(self.model)}
+
+
+def weights_digest(model) -> str:
+    """sha256 of all trainable weights (float32 bytes): equal digests mean identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for v in model.trainable_variables:
+        h.update(np.ascontiguousarray(np.asarray(v.numpy(), np.float32)).tobytes())
+    return h.hexdigest()
 
