@@ -32,3 +32,89 @@ def data_throughput(data_dir: str, batch_size: int = 128, window: int = 72, step
             "steps": steps, "seconds": round(elapsed, 3),
             "samples_per_second": round(steps * batch_size / elapsed, 1),
             "ms_per_batch": round(1000 * elapsed / steps, 2), "cpu_count": os.cpu_count()}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matmul GFLOP/s of this machine (best of ``repeats``), the MFU denominator."""
+    import tensorflow as tf
+
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    f()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f().numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _block_flops(tokens: int, dim: int, mlp_ratio: float) -> float:
+    """Forward FLOPs of one transformer block (2 per multiply-add): projections + MLP + attention."""
+    return 2 * tokens * (4 * dim * dim + 2 * dim * int(dim * mlp_ratio)) + 4 * tokens * tokens * dim
+
+
+def pretrain_flops_per_sample(model) -> float:
+    """Training FLOPs per clip (all persons) of a MaskedPretrainer: 3 x forward of the trained path
+    (embedding, encoder on visible tokens, decoder on all tokens) + the masking criteria's forward."""
+    cfg = model.cfg
+    seqs = cfg.num_persons
+    L, P, D, Dd = model.num_tokens, model.patch_values, cfg.dim, cfg.decoder_dim
+    if cfg.method == "hacm":
+        visible = model.keep_t + model.keep_s
+        hubs = cfg.num_patches * len(model.layout.hub_joints)
+        embed = 2 * (L + hubs) * P * D
+        tt, ts, vp = len(model.times_t), len(model.times_s), model.num_token_joints
+        criteria = 2 * 2 * model.len_t * D * D + 2 * vp * tt * tt * D + 3 * ts * vp * vp * D
+    else:
+        from hacm_tf.ops.masking import keep_count
+
+        visible, embed, criteria = keep_count(L, cfg.mask_ratio), 2 * L * P * D, 0
+    fwd = (embed + cfg.depth * _block_flops(visible, D, cfg.mlp_ratio) + 2 * visible * D * Dd
+           + cfg.decoder_depth * _block_flops(L, Dd, cfg.mlp_ratio) + 2 * L * Dd * P)
+    return seqs * (3 * fwd + criteria)
+
+
+def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, jit_compile: bool = False,
+                        seed: int = 0) -> dict:
+    """Pretraining samples/s and ms/step (fwd + bwd + AdamW) of a ModelConfig on random skeletons."""
+    import resource
+
+    import numpy as np
+    import tensorflow as tf
+
+    from hacm_tf.models.pretrainer import MaskedPretrainer
+    from hacm_tf.skeleton import get_layout
+    from hacm_tf.training import optim
+
+    model = MaskedPretrainer(config.to_dict(), seed=seed)
+    model.build()
+    model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables))
+    model.optimizer.build(model.trainable_variables)
+    if jit_compile:
+        model.enable_xla()
+    v = get_layout(config.layout).num_joints
+    x = tf.constant(np.cumsum(np.random.RandomState(seed).normal(
+        size=(batch_size, config.window, config.num_persons, v, 3)) * 0.02, axis=1).astype(np.float32))
+    step = tf.function(model.train_step)
+    t_compile = time.perf_counter()
+    for _ in range(warmup):
+        step((x, tf.zeros([batch_size], tf.int64)))
+    float(model.trackers["loss"].result())
+    t_compile = time.perf_counter() - t_compile
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step((x, tf.zeros([batch_size], tf.int64)))
+        float(model.trackers["loss"].result())
+        times.append(time.perf_counter() - t0)
+    med = float(np.median(times))
+    flops = pretrain_flops_per_sample(model)
+    return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
+            "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
+            "decoder_depth": config.decoder_depth, "xla": jit_compile, "steps": steps,
+            "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
+            "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
+            "warmup_seconds": round(t_compile, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}

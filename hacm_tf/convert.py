@@ -99,3 +99,79 @@ def load_state(table: list, state: Dict[str, np.ndarray], strict: bool = True) -
 def load_pretrainer_state(model, state: Dict[str, np.ndarray], strict: bool = True) -> ConversionReport:
     """Loads an official HA-CM (model_hacm) or MAMP / MAE state dict into a built MaskedPretrainer."""
     return load_state(pretrainer_mapping(model), state, strict)
+
+
+def classifier_mapping(clf, state: Dict[str, np.ndarray]) -> list:
+    """(key, variable, transform) triples of an ActionClassifier (HA-CM / MAMP downstream key names).
+
+    Linear probe: the model file's ``head.fc`` or main_linprobe.py's ``head.fc.0`` (BatchNorm without
+    affine: running stats) + ``head.fc.1`` (Linear). Fine-tune: ``head.fc1``, ``head.bn``, ``head.fc2``.
+    """
+    table = encoder_mapping(clf.encoder)
+    if clf.head == "linear":
+        if "head.fc.1.weight" in state:
+            table += [("head.fc.0.running_mean", clf.bn.moving_mean, None),
+                      ("head.fc.0.running_var", clf.bn.moving_variance, None)] + _linear("head.fc.1", clf.fc)
+        else:
+            table += _linear("head.fc", clf.fc)
+    else:
+        table += _linear("head.fc1", clf.fc1) + _linear("head.fc2", clf.fc)
+        table += [("head.bn.weight", clf.bn.gamma, None), ("head.bn.bias", clf.bn.beta, None),
+                  ("head.bn.running_mean", clf.bn.moving_mean, None),
+                  ("head.bn.running_var", clf.bn.moving_variance, None)]
+    return table
+
+
+IGNORED_KEYS = ("num_batches_tracked",)
+
+
+def load_classifier_state(clf, state: Dict[str, np.ndarray], strict: bool = True) -> ConversionReport:
+    """Loads an official downstream (linear-probe or fine-tune) state dict into a built ActionClassifier."""
+    state = {k: v for k, v in state.items() if not k.endswith(IGNORED_KEYS)}
+    return load_state(classifier_mapping(clf, state), state, strict)
+
+
+def read_state_dict(path: str) -> Dict[str, np.ndarray]:
+    """A ``.npz`` of state-dict arrays, or a PyTorch ``.pth`` checkpoint (key ``model``; needs torch)."""
+    if path.endswith(".npz"):
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"reading {path} needs PyTorch (pip install torch); or convert it to .npz with "
+                          "{k: v.numpy() for k, v in torch.load(path)['model'].items()}") from None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def from_torch_state(state: Dict[str, np.ndarray], model: str = "pretrainer", config=None,
+                     num_classes: int = 60, strict: bool = True):
+    """Builds a hacm_tf model and loads an official state dict into it.
+
+    Args:
+      state: {state-dict key: array}.
+      model: "pretrainer", "linear" or "finetune".
+      config: ModelConfig (default: HA-CM reference mode at the paper's size).
+      num_classes: classifier classes (ignored for the pretrainer).
+    Returns:
+      (model, ConversionReport).
+    """
+    from hacm_tf.config import ModelConfig
+
+    config = config or ModelConfig(hacm_mode="reference")
+    config.validate()
+    if model == "pretrainer":
+        from hacm_tf.models.pretrainer import MaskedPretrainer
+
+        m = MaskedPretrainer(config.to_dict())
+        m.build()
+        return m, load_pretrainer_state(m, state, strict)
+    if model in ("linear", "finetune"):
+        from hacm_tf.models.classifier import ActionClassifier
+
+        m = ActionClassifier(config.to_dict(), num_classes, head=model)
+        m.build()
+        return m, load_classifier_state(m, state, strict)
+    raise ValueError(f"model must be 'pretrainer', 'linear' or 'finetune', got {model!r}")

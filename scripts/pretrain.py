@@ -21,16 +21,20 @@ cli.define_run_flags()
 cli.define_config_flags(ModelConfig)
 cli.define_config_flags(DataConfig, skip=("semi_ratio", "semi_stratified"))
 cli.define_config_flags(TrainConfig)
+flags.DEFINE_bool("dry_run", False, "Validate the flags, print the configs as JSON and exit.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    if not FLAGS.data_dir or not FLAGS.workdir:
-        raise ValueError("--data_dir and --workdir are required")
     model = cli.config_from_flags(ModelConfig, FLAGS)
     data = cli.config_from_flags(DataConfig, FLAGS)
     train = cli.config_from_flags(TrainConfig, FLAGS)
+    if FLAGS.dry_run:
+        print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict()}))
+        return
+    if not FLAGS.data_dir or not FLAGS.workdir:
+        raise ValueError("--data_dir and --workdir are required")
     from hacm_tf.training.pretrain import pretrain
     from hacm_tf.training.strategy import get_strategy, is_chief
 

@@ -119,3 +119,29 @@ def eval_transform(x: tf.Tensor, window: int, p: float = EVAL_CROP, use_velocity
     start, length = eval_crop(valid_frame_count(x), p)
     y = resize_frames(x, start, length, window)
     return velocity(y) if use_velocity else y
+
+
+def eval_transform_batch(x: tf.Tensor, num_frames: tf.Tensor, window: int, p: float = EVAL_CROP,
+                         use_velocity: bool = False) -> tf.Tensor:
+    """Vectorised eval_transform of zero-padded samples: x [B, T, M, V, C], num_frames [B] -> [B, window, M, V, C].
+
+    Each sample's valid frames are counted (non-zero sum) within its first ``num_frames`` frames,
+    then centrally cropped and resized exactly as ``eval_transform``.
+    """
+    t = tf.shape(x)[1]
+    present = tf.range(t)[None, :] < tf.cast(num_frames, tf.int32)[:, None]              # [B, T]
+    nonzero = tf.reduce_sum(x, axis=[2, 3, 4]) != 0
+    valid = tf.maximum(tf.reduce_sum(tf.cast(present & nonzero, tf.int32), axis=1), 1)  # [B]
+    bias = tf.cast(tf.floor((1.0 - tf.constant(p, tf.float64)) * tf.cast(valid, tf.float64) / 2.0), tf.int32)
+    length = valid - 2 * bias
+    scale = tf.cast(length, tf.float32)[:, None] / tf.constant(window, tf.float32)       # [B, 1]
+    s = tf.maximum(scale * (tf.range(window, dtype=tf.float32)[None, :] + 0.5) - 0.5, 0.0)   # [B, window]
+    i0 = tf.cast(tf.floor(s), tf.int32)
+    i1 = tf.minimum(i0 + 1, length[:, None] - 1)
+    lam = (s - tf.cast(i0, tf.float32))[:, :, None, None, None]
+    x0 = tf.gather(x, bias[:, None] + i0, batch_dims=1)
+    x1 = tf.gather(x, bias[:, None] + i1, batch_dims=1)
+    y = (1.0 - lam) * x0 + lam * x1
+    if use_velocity:
+        y = tf.concat([y[:, 1:] - y[:, :-1], tf.zeros_like(y[:, :1])], axis=1)
+    return y

@@ -207,3 +207,16 @@ def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.deterministic = True
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def make_raw_dataset(data_dir: str, split: str, batch_size: int = 32) -> tf.data.Dataset:
+    """Unprocessed samples for serving-style evaluation, in the builder's order.
+
+    Batches of ``(skeleton [b, frames, M, V, 3] zero-padded, num_frames [b] int32, label [b], name [b])``.
+    """
+    info = tfrecord.load_info(data_dir)
+    paths = tfrecord.shard_paths(data_dir, info, split)
+    ds = _record_dataset(paths, info.get("compression"), ordered=True)
+    ds = ds.map(parse_record, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda ex: (ex["skeleton"], tf.shape(ex["skeleton"])[0], ex["label"], ex["name"]))
+    return ds.padded_batch(batch_size).prefetch(AUTOTUNE)

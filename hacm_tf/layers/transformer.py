@@ -17,6 +17,14 @@ def gelu_erf(x: tf.Tensor) -> tf.Tensor:
     return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
 
 
+def track_layers(owner, prefix: str, layers):
+    """Also sets each layer of a list as an attribute ``<prefix><i>``: Keras 3 wraps lists in a container
+    that tf.train.Checkpoint does not traverse, so without this the layers' weights are missing from
+    object-based checkpoints."""
+    for i, layer in enumerate(layers):
+        setattr(owner, f"{prefix}{i}", layer)
+
+
 def dense(units: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
     """Dense layer with the reference's init: xavier-uniform kernel, zero bias."""
     return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer="glorot_uniform",

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from hacm_tf.config import ModelConfig
 from hacm_tf.layers.embedding import HyperbolicMapping, PositionEmbedding, SkeletonEmbedding
-from hacm_tf.layers.transformer import LN_EPS, TransformerBlock
+from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, track_layers
 from hacm_tf.skeleton import get_layout
 
 
@@ -50,6 +50,7 @@ class SkeletonEncoder(keras.layers.Layer):
         rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
         self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), name=f"blocks_{i}")
                        for i, r in enumerate(rates)]
+        track_layers(self, "block", self.blocks)
         self.norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm")
 
     def build(self, input_shape=None):

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from hacm_tf.config import ModelConfig
 from hacm_tf.layers.random import replica_seed
-from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, dense
+from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, dense, track_layers
 from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
 from hacm_tf.ops import hyperbolic, losses, masking, patching
 from hacm_tf.skeleton import get_layout
@@ -63,6 +63,7 @@ class MaskedPretrainer(keras.Model):
         self.decoder_embed = dense(cfg.decoder_dim, "decoder_embed")
         self.decoder_blocks = [TransformerBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, True, 0.0,
                                                 name=f"decoder_blocks_{i}") for i in range(cfg.decoder_depth)]
+        track_layers(self, "decoder_block", self.decoder_blocks)
         self.decoder_norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="decoder_norm")
         self.decoder_pred = dense(self.patch_values, "decoder_pred")
         init = keras.initializers.RandomNormal(stddev=0.02)

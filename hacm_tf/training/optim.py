@@ -65,3 +65,60 @@ def layer_decay_scales(variable_paths: Sequence[str], depth: int, decay: float,
 
     layer_of = layer_of or default_layer
     return {p: decay ** (depth + 1 - layer_of(p)) for p in variable_paths}
+
+
+class GroupedOptimizer(tf.Module):
+    """One optimizer per parameter group (layer-wise learning-rate decay).
+
+    Each group has its own AdamW whose schedule is the base schedule times the group's scale, so the
+    decoupled weight decay is scaled too, exactly as PyTorch's per-group lr. ``apply(grads, vars)``
+    routes every variable to its group. Trackable, so checkpoints hold every group's slots.
+    """
+
+    def __init__(self, groups: Dict[float, list], make_optimizer: Callable[[float], keras.optimizers.Optimizer]):
+        super().__init__(name="grouped_optimizer")
+        self.scales = sorted(groups, reverse=True)
+        self.optimizers = [make_optimizer(s) for s in self.scales]
+        self._route = {}
+        for i, s in enumerate(self.scales):
+            for v in groups[s]:
+                self._route[id(v)] = i
+        for i, s in enumerate(self.scales):
+            self.optimizers[i].build(groups[s])
+
+    def apply(self, grads, variables):
+        buckets = [([], []) for _ in self.optimizers]
+        for g, v in zip(grads, variables):
+            if g is None:
+                continue
+            key = id(v) if id(v) in self._route else id(getattr(v, "_variable", v))
+            i = self._route[key]
+            buckets[i][0].append(g)
+            buckets[i][1].append(v)
+        for opt, (gs, vs) in zip(self.optimizers, buckets):
+            if gs:
+                opt.apply(gs, vs)
+
+    @property
+    def learning_rate(self):
+        """The scale-1 group's current learning rate."""
+        return self.optimizers[0].learning_rate
+
+    @property
+    def iterations(self):
+        return self.optimizers[0].iterations
+
+
+def layerwise_adamw(model_variables: Sequence, paths: Sequence[str], depth: int, decay: float,
+                    schedule_for_scale: Callable[[float], object], weight_decay: float = 0.05,
+                    beta_1: float = 0.9, beta_2: float = 0.999, exclude: Callable = no_decay) -> GroupedOptimizer:
+    """AdamW with layer-wise lr decay ``decay ** (depth + 1 - layer)`` (REFERENCE.md 6, fine-tuning)."""
+    scales = layer_decay_scales(paths, depth, decay)
+    groups: Dict[float, list] = {}
+    for v, p in zip(model_variables, paths):
+        groups.setdefault(round(scales[p], 12), []).append(v)
+
+    def make(scale):
+        return adamw(schedule_for_scale(scale), groups[scale], weight_decay, beta_1, beta_2, exclude=exclude)
+
+    return GroupedOptimizer(groups, make)

@@ -42,7 +42,8 @@ def test_mirrored_update_equals_single_device(method, xla):
 
 
 def test_pretraining_lowers_the_reconstruction_loss(synthetic_dir, tmp_path):
-    tc = TrainConfig(epochs=6, steps_per_epoch=5, lr=2e-3, min_lr=1e-4, warmup_epochs=1, log_every=5)
+    tc = TrainConfig(epochs=6, steps_per_epoch=5, lr=2e-3, min_lr=1e-4, warmup_epochs=1, log_every=5,
+                     jit_compile=False)
     pretrain(str(tmp_path), synthetic_dir, model_config("mae"), DATA, tc)
     hist = json.load(open(tmp_path / "metrics.json"))["history"]
     assert len(hist) == 6
@@ -53,7 +54,7 @@ def test_pretraining_lowers_the_reconstruction_loss(synthetic_dir, tmp_path):
 def test_resume_after_a_crash_is_exact(synthetic_dir, tmp_path, monkeypatch):
     cfg = model_config("hacm", drop_path=0.1)
     tc = TrainConfig(epochs=3, steps_per_epoch=4, lr=1e-3, min_lr=1e-4, warmup_epochs=1, checkpoint_every=3,
-                     log_every=2)
+                     log_every=2, jit_compile=False)
     pretrain(str(tmp_path / "straight"), synthetic_dir, cfg, DATA, tc, seed=5)
     keras.backend.clear_session()
 
@@ -84,7 +85,7 @@ def test_resume_after_a_crash_is_exact(synthetic_dir, tmp_path, monkeypatch):
 
 
 def test_a_workdir_with_another_config_is_rejected(synthetic_dir, tmp_path):
-    tc = TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0)
+    tc = TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0, jit_compile=False)
     pretrain(str(tmp_path), synthetic_dir, model_config("mae"), DATA, tc)
     with pytest.raises(run.TrainingError, match="different configuration.*method"):
         pretrain(str(tmp_path), synthetic_dir, model_config("mamp"), DATA, tc)

@@ -1,0 +1,226 @@
+"""Downstream protocols: linear probe, fine-tune, semi-supervised, transfer, training from scratch.
+
+The encoder comes from a pretraining workdir (or one written by the checkpoint converter); only
+encoder weights transfer, the temporal embedding is resized when the number of temporal patches
+differs, and incompatible encoders are rejected with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.data import pipeline, tfrecord
+from hacm_tf.evaluate import predict, topk_accuracy
+from hacm_tf.models.classifier import ActionClassifier
+from hacm_tf.models.encoder import SkeletonEncoder
+from hacm_tf.models.pretrainer import MaskedPretrainer
+from hacm_tf.training import optim
+from hacm_tf.training.pretrain import check_data_for_model, steps_per_epoch
+from hacm_tf.training.run import Run, TrainingError, check_workdir_config
+
+PROTOCOLS = ("linear", "finetune")
+ARCHITECTURE_FIELDS = ("method", "layout", "dim", "depth", "heads", "mlp_ratio", "t_patch", "hyperbolic",
+                       "curvature", "clip_radius")
+
+
+def read_run_config(workdir: str) -> dict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir}: no config.json (not a hacm_tf run directory)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def resolve_checkpoint(path: str) -> Tuple[str, str]:
+    """(run directory, checkpoint prefix) from a run directory or a checkpoint prefix inside one."""
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
+        if latest is None:
+            raise FileNotFoundError(f"{path}: no checkpoint in {os.path.join(path, 'checkpoints')}")
+        return path, latest
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if not tf.io.gfile.exists(path + ".index"):
+        raise FileNotFoundError(f"{path}: no such checkpoint (expected {path}.index)")
+    return run_dir, path
+
+
+def load_pretrained_encoder(path: str) -> Tuple[SkeletonEncoder, ModelConfig]:
+    """Restores the encoder of a pretraining (or converted) run; returns it with its ModelConfig."""
+    run_dir, ckpt = resolve_checkpoint(path)
+    cfg = read_run_config(run_dir)
+    if cfg.get("stage") != "pretrain":
+        raise ValueError(f"{run_dir} is a {cfg.get('stage')!r} run, not a pretraining run")
+    model_cfg = ModelConfig.from_dict(cfg["model"])
+    model = MaskedPretrainer(model_cfg.to_dict())
+    model.build()
+    tf.train.Checkpoint(model=model).restore(ckpt).expect_partial().assert_existing_objects_matched()
+    logging.info("loaded the encoder of %s (%s)", ckpt, model_cfg.method)
+    return model.encoder, model_cfg
+
+
+def load_classifier(path: str) -> Tuple[ActionClassifier, dict]:
+    """Restores a linear-probe / fine-tune run's classifier; returns it with the run's config dict."""
+    run_dir, ckpt = resolve_checkpoint(path)
+    cfg = read_run_config(run_dir)
+    if cfg.get("stage") not in PROTOCOLS:
+        raise ValueError(f"{run_dir} is a {cfg.get('stage')!r} run; export and evaluate need a linear-probe or "
+                         "fine-tune run")
+    proto = ProtocolConfig(**cfg["protocol"])
+    clf = build_classifier(ModelConfig.from_dict(cfg["model"]), cfg["num_classes"], proto)
+    tf.train.Checkpoint(model=clf).restore(ckpt).expect_partial().assert_existing_objects_matched()
+    return clf, cfg
+
+
+def resize_temporal(embedding: np.ndarray, patches: int) -> np.ndarray:
+    """[1, T'_src, 1, D] -> [1, patches, 1, D] by bicubic interpolation along time."""
+    if embedding.shape[1] == patches:
+        return embedding
+    img = tf.constant(embedding, tf.float32)                                  # treated as [1, H=T', W=1, C=D]
+    return tf.image.resize(img, [patches, 1], method="bicubic").numpy()
+
+
+def transfer_encoder(src: SkeletonEncoder, dst: SkeletonEncoder):
+    """Copies encoder weights; the temporal embedding is resized if the patch count differs."""
+    a, b = src.cfg, dst.cfg
+    diff = [f"{k}: {getattr(a, k)} vs {getattr(b, k)}" for k in ARCHITECTURE_FIELDS if getattr(a, k) != getattr(b, k)]
+    if diff or src.joints != dst.joints:
+        raise ValueError("the pretrained encoder does not match the classifier: " + "; ".join(diff or ["joints"]))
+    for s, d in zip(src.weights, dst.weights):
+        value = s.numpy()
+        if d is dst.pos_embed.temporal:
+            value = resize_temporal(value, d.shape[1])
+        if tuple(value.shape) != tuple(d.shape):
+            raise ValueError(f"encoder weight {d.path}: pretrained shape {value.shape}, classifier {tuple(d.shape)}")
+        d.assign(value)
+
+
+def evaluate_model(model, data_dir: str, data_config: DataConfig, split: str = "test") -> dict:
+    """Top-1 / top-5 / loss of a classifier on a split (every sample once, inference mode)."""
+    ds = pipeline.make_dataset(data_dir, split, data_config, training=False)
+    fn = tf.function(lambda x: model(x, training=False))
+    out = predict(fn, ds)
+    loss = float(np.mean(model.loss_fn(tf.constant(out["labels"]), tf.constant(out["logits"])).numpy()))
+    return {"top1": topk_accuracy(out["logits"], out["labels"], 1),
+            "top5": topk_accuracy(out["logits"], out["labels"], 5), "loss": loss, "samples": len(out["labels"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolConfig:
+    """Downstream protocol settings (REFERENCE.md 5-6).
+
+    Attributes:
+      protocol: "linear" (frozen encoder, SGD) or "finetune" (AdamW, layer-wise decay).
+      layer_decay: fine-tune: lr scale decay ** (depth + 1 - layer).
+      label_smoothing: fine-tune cross-entropy smoothing.
+      dropout: fine-tune head dropout.
+      momentum: linear-probe SGD momentum.
+      eval_every: epochs between evaluations on the test split.
+    """
+
+    protocol: str = "linear"
+    layer_decay: float = 0.8
+    label_smoothing: float = 0.1
+    dropout: float = 0.3
+    momentum: float = 0.9
+    eval_every: int = 1
+
+    def validate(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        return self
+
+
+def build_classifier(model_config: ModelConfig, num_classes: int, protocol: ProtocolConfig) -> ActionClassifier:
+    clf = ActionClassifier(model_config.to_dict(), num_classes, head="linear" if protocol.protocol == "linear"
+                           else "finetune", dropout=protocol.dropout,
+                           label_smoothing=protocol.label_smoothing if protocol.protocol == "finetune" else 0.0)
+    clf.build()
+    return clf
+
+
+def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, data_config: DataConfig,
+                     train_config: TrainConfig, protocol: ProtocolConfig, pretrained: Optional[str] = None,
+                     strategy: Optional[tf.distribute.Strategy] = None, seed: int = 0) -> dict:
+    """Linear probe or fine-tune (semi-supervised when ``data_config.semi_ratio < 1``; from scratch
+    when ``pretrained`` is None). Returns final metrics with the last- and best-epoch test accuracy."""
+    protocol.validate(), model_config.validate(), data_config.validate(), train_config.validate()
+    if data_config.window != model_config.window:
+        raise ValueError(f"data window {data_config.window} differs from the model window {model_config.window}")
+    strategy = strategy or tf.distribute.get_strategy()
+    info = tfrecord.load_info(data_dir)
+    check_data_for_model(info, data_dir, model_config)
+    tfrecord.check_info(info, data_dir, split="test")
+    train_n = info["splits"]["train"]
+    if data_config.semi_ratio < 1:
+        names, labels = pipeline.read_labels(data_dir, "train", info)
+        train_n = len(pipeline.semi_supervised_subset(names, labels, data_config.semi_ratio, seed,
+                                                      data_config.semi_stratified))
+    spe = steps_per_epoch(train_n, data_config.batch_size, train_config.steps_per_epoch)
+    num_classes = info["num_classes"]
+    check_workdir_config(workdir, {"stage": protocol.protocol, "model": model_config.to_dict(),
+                                   "data": data_config.to_dict(), "train": train_config.to_dict(),
+                                   "protocol": dataclasses.asdict(protocol), "seed": seed,
+                                   "pretrained": os.path.abspath(pretrained) if pretrained else None,
+                                   "num_classes": num_classes, "class_names": info["class_names"],
+                                   "dataset": info["dataset"]})
+    source = load_pretrained_encoder(pretrained)[0] if pretrained else None
+    if protocol.protocol == "linear" and source is None:
+        logging.warning("linear probe of a randomly initialised encoder (no --pretrained)")
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        clf = build_classifier(model_config, num_classes, protocol)
+        if source is not None:
+            transfer_encoder(source, clf.encoder)
+        if protocol.protocol == "linear":
+            schedule = optim.WarmupCosine(train_config.lr, train_config.min_lr, train_config.warmup_epochs,
+                                          train_config.epochs, spe)
+            opt = keras.optimizers.SGD(schedule, momentum=protocol.momentum)
+            opt.build(clf.trainable_variables)
+        else:
+            paths = [v.path for v in clf.trainable_variables]
+            opt = optim.layerwise_adamw(
+                clf.trainable_variables, paths, model_config.depth, protocol.layer_decay,
+                lambda s: optim.WarmupCosine(train_config.lr, train_config.min_lr, train_config.warmup_epochs,
+                                             train_config.epochs, spe, scale=s),
+                train_config.weight_decay, train_config.beta_1, train_config.beta_2)
+        clf.optimizer = opt
+    logging.info("%s: %d trainable / %d parameters, %d classes, global batch %d, %d steps/epoch, lr %.2e",
+                 protocol.protocol, sum(int(np.prod(v.shape)) for v in clf.trainable_variables), clf.count_params(),
+                 num_classes, data_config.batch_size, spe, train_config.lr)
+
+    def make(ctx, start_epoch, skip, per_epoch):
+        return pipeline.make_dataset(data_dir, "train", data_config, training=True, seed=seed, input_context=ctx,
+                                     start_epoch=start_epoch, skip_batches=skip, batches_per_epoch=per_epoch,
+                                     num_classes=num_classes)
+
+    def evaluate(epoch):
+        if (epoch + 1) % protocol.eval_every and epoch + 1 != train_config.epochs:
+            return {}
+        r = evaluate_model(clf, data_dir, data_config)
+        return {"eval_top1": r["top1"], "eval_top5": r["top5"], "eval_loss": r["loss"]}
+
+    run = Run(workdir, strategy, clf, make, train_config.epochs, spe, data_config.batch_size,
+              train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every,
+              evaluate=evaluate)
+    final = run.train()
+    evals = [h for h in run.history if "eval_top1" in h]
+    if not evals:
+        raise TrainingError("no evaluation was recorded")
+    best = max(evals, key=lambda h: h["eval_top1"])
+    final.update({"last_epoch_top1": evals[-1]["eval_top1"], "last_epoch_top5": evals[-1]["eval_top5"],
+                  "best_epoch_top1": best["eval_top1"], "best_epoch_top5": best["eval_top5"],
+                  "best_epoch": best["epoch"] + 1, "protocol": protocol.protocol,
+                  "pretrained": pretrained, "train_samples": train_n})
+    run.write_metrics(final)
+    return final

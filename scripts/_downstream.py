@@ -1,0 +1,64 @@
+"""Shared flags and main of scripts/linprobe.py and scripts/finetune.py."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from hacm_tf import cli  # noqa: E402
+from hacm_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+
+
+def define_flags():
+    cli.define_run_flags()
+    flags.DEFINE_string("pretrained", None, "Pretraining run directory or checkpoint prefix (none: from scratch).")
+    cli.define_config_flags(ModelConfig)
+    cli.define_config_flags(DataConfig)
+    cli.define_config_flags(TrainConfig)
+    from hacm_tf.training.downstream import ProtocolConfig
+
+    cli.define_config_flags(ProtocolConfig, skip=("protocol",))
+    flags.DEFINE_bool("dry_run", False, "Validate the flags, print the configs as JSON and exit.")
+
+
+def model_config(FLAGS):
+    """The pretrained run's architecture, with flags given explicitly taking precedence."""
+    if not FLAGS.pretrained:
+        return cli.config_from_flags(ModelConfig, FLAGS)
+    from hacm_tf.training.downstream import read_run_config, resolve_checkpoint
+
+    base = read_run_config(resolve_checkpoint(FLAGS.pretrained)[0])["model"]
+    explicit = {k: v for k, v in cli.config_from_flags(ModelConfig, FLAGS).to_dict().items() if FLAGS[k].present}
+    return ModelConfig.from_dict({**base, **explicit})
+
+
+def main(protocol):
+    from hacm_tf.training.downstream import ProtocolConfig
+
+    FLAGS = flags.FLAGS
+    model = model_config(FLAGS)
+    data = cli.config_from_flags(DataConfig, FLAGS)
+    if not FLAGS["window"].present and data.window != model.window:
+        import dataclasses
+
+        data = dataclasses.replace(data, window=model.window)
+    train = cli.config_from_flags(TrainConfig, FLAGS)
+    proto = cli.config_from_flags(ProtocolConfig, FLAGS, protocol=protocol)
+    if FLAGS.dry_run:
+        print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict(),
+                          "protocol": proto.__dict__}))
+        return
+    if not FLAGS.data_dir or not FLAGS.workdir:
+        raise ValueError("--data_dir and --workdir are required")
+    from hacm_tf.training.downstream import train_classifier
+    from hacm_tf.training.strategy import get_strategy, is_chief
+
+    strategy = get_strategy(FLAGS.strategy, FLAGS.devices)
+    if is_chief():
+        cli.save_flags(FLAGS.workdir)
+    final = train_classifier(FLAGS.workdir, FLAGS.data_dir, model, data, train, proto, FLAGS.pretrained, strategy,
+                             FLAGS.seed)
+    print(json.dumps(final))

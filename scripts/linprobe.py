@@ -1,0 +1,21 @@
+"""Linear probe: frozen pretrained encoder, BatchNorm (no affine) + linear head, SGD with cosine decay.
+
+  python scripts/linprobe.py --flagfile=flags/smoke/linprobe.flags --pretrained=runs/pretrain \
+      --data_dir=DIR --workdir=runs/linprobe
+
+Reports top-1 / top-5 on the test split every epoch; metrics.json has the last- and best-epoch figures.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _downstream  # noqa: E402
+
+from hacm_tf import cli  # noqa: E402
+
+_downstream.define_flags()
+
+if __name__ == "__main__":
+    cli.run(lambda argv: _downstream.main("linear"))
