@@ -33,6 +33,10 @@ class ServingModule(tf.Module):
                  eval_crop: float = augment.EVAL_CROP, velocity: bool = False, top_k: int = 5):
         super().__init__(name="hacm_tf_serving")
         self.classifier = classifier
+        # Track the underlying tf.Variables too: otherwise session-based loaders (TF Serving,
+        # saved_model_cli run) find the Keras 3 variables duplicated and fail with "Could not find
+        # variable" (keras-team/keras#20096, tensorflow/tensorflow#72963).
+        self.tf_variables = [v.value for v in classifier.weights]
         self.window = classifier.cfg.window
         self.eval_crop, self.velocity = float(eval_crop), bool(velocity)
         self.top_k = min(int(top_k), classifier.num_classes)
