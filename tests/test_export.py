@@ -157,3 +157,24 @@ def test_evaluate_script_on_saved_model_and_checkpoint(exported, synthetic_dir, 
     assert results[0]["top1"] == results[1]["top1"]
     final = json.load(open(os.path.join(work, "metrics.json")))["final"]
     assert final["last_epoch_top1"] == pytest.approx(results[0]["top1"])
+
+
+def test_onnx_export_matches_the_saved_model(exported, synthetic_dir, tmp_path):
+    pytest.importorskip("tf2onnx", reason="optional: pip install -r requirements-onnx.txt")
+    ort = pytest.importorskip("onnxruntime")
+    import shutil
+
+    from hacm_tf.export import to_onnx
+
+    path = str(tmp_path / "sm")
+    shutil.copytree(exported[2], path)
+    onnx_path = to_onnx(path, str(tmp_path / "model.onnx"))
+    sess = ort.InferenceSession(onnx_path)
+    x, n, _ = raw_batch(synthetic_dir)
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(None, {"skeleton": x, "num_frames": n})))
+    _, serve = load_serving(exported[2])
+    ref = serve(skeleton=tf.constant(x), num_frames=tf.constant(n))
+    for k in ("logits", "probabilities", "embedding"):
+        np.testing.assert_allclose(got[k], ref[k].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(got["top_k_classes"], ref["top_k_classes"].numpy())

@@ -168,3 +168,47 @@ def mamp_mae(model, x, noise):
     target = normalize(patchify(src, cfg.t_patch).reshape(b, tp * vp, -1))
     rec = (((pred - target) ** 2).mean(-1) * mask).sum() / mask.sum()
     return {"loss_rec": rec, "loss": rec, "mask": mask, "pred": pred}
+
+
+def classifier_logits(state, x, head, kept_joints, num_classes, bn_eps):
+    """Official downstream forward pass written from the PyTorch state dict (numpy, float64).
+
+    x: [N, T, M, V, 3]; head: "linear" (BN without affine from head.fc.0 + head.fc.1) or "finetune".
+    """
+    g = {k: np.asarray(v, np.float64) for k, v in state.items()}
+    n, t, m = x.shape[:3]
+    xb = fold(x)[:, :, list(kept_joints)]                                         # [B, T, V', 3]
+    wconv = g["joints_embed.proj.weight"][..., 0]                                 # [D, C, p]
+    p = wconv.shape[2]
+    b, _, v, c = xb.shape
+    patches = xb.reshape(b, t // p, p, v, c)                                      # [B, T', p, V', C]
+    e = np.einsum("btpvc,dcp->btvd", patches, wconv) + g["joints_embed.proj.bias"]
+    h = expmap_project(e + g["pos_embed"] + g["temp_embed"]).reshape(b, -1, e.shape[-1])
+
+    def ln(z, pre):
+        mu = z.mean(-1, keepdims=True)
+        return (z - mu) / np.sqrt(((z - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * g[pre + ".weight"] + g[pre + ".bias"]
+
+    def lin(z, pre):
+        return z @ g[pre + ".weight"].T + g[pre + ".bias"]
+
+    heads = 8
+    i = 0
+    while f"blocks.{i}.norm1.weight" in g:
+        pre = f"blocks.{i}"
+        d = h.shape[-1]
+        qkv = lin(ln(h, pre + ".norm1"), pre + ".attn.qkv").reshape(b, -1, 3, heads, d // heads)
+        a = softmax(np.einsum("bqhd,bkhd->bhqk", qkv[:, :, 0], qkv[:, :, 1]) * (d // heads) ** -0.5, -1)
+        h = h + lin(np.einsum("bhqk,bkhd->bqhd", a, qkv[:, :, 2]).reshape(b, -1, d), pre + ".attn.proj")
+        y = lin(ln(h, pre + ".norm2"), pre + ".mlp.fc1")
+        h = h + lin(0.5 * y * (1 + _erf(y / math.sqrt(2)).astype(np.float64)), pre + ".mlp.fc2")
+        i += 1
+    h = ln(h, "norm").reshape(n, m, t // p, v, -1)
+    if head == "linear":
+        f = h.mean(axis=(1, 2, 3))
+        f = (f - g["head.fc.0.running_mean"]) / np.sqrt(g["head.fc.0.running_var"] + bn_eps)
+        return lin(f, "head.fc.1")
+    f = h.mean(axis=2).reshape(n, m, -1).mean(axis=1)
+    z = lin(f, "head.fc1")
+    z = (z - g["head.bn.running_mean"]) / np.sqrt(g["head.bn.running_var"] + bn_eps) * g["head.bn.weight"] + g["head.bn.bias"]
+    return lin(np.maximum(z, 0), "head.fc2")
