@@ -54,3 +54,29 @@ def plot_sequences(sequences: Sequence[np.ndarray], layout: JointLayout, path: s
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def plot_masks(mask_grid: np.ndarray, layout: JointLayout, path: str, title: str = "", dpi: int = 100):
+    """HA-CM's token grid for one sequence: rows = token joints, columns = temporal patches.
+
+    mask_grid: [T', V'] (1 = masked). Even patches form the temporal group (visible: blue), odd
+    patches the spatial group (visible: orange); masked tokens are grey.
+    """
+    plt = _pyplot()
+    t, v = mask_grid.shape
+    img = np.ones((v, t, 3)) * 0.85
+    for ti in range(t):
+        colour = (0.12, 0.47, 0.71) if ti % 2 == 0 else (1.0, 0.5, 0.05)
+        for vi in range(v):
+            if mask_grid[ti, vi] == 0:
+                img[vi, ti] = colour
+    names = [layout.joint_names[j] for j in layout.kept_joints] if v == len(layout.kept_joints) else list(range(v))
+    fig, ax = plt.subplots(figsize=(max(4, 0.25 * t + 2), max(3, 0.2 * v + 1)))
+    ax.imshow(img, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(v))
+    ax.set_yticklabels(names, fontsize=6)
+    ax.set_xlabel("temporal patch (even: temporal group, blue; odd: spatial group, orange; grey: masked)", fontsize=7)
+    ax.set_title(title or f"visible tokens: {int((mask_grid == 0).sum())} of {mask_grid.size}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
