@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import weakref
 from typing import Optional, Tuple
 
 import keras
@@ -103,10 +104,15 @@ def transfer_encoder(src: SkeletonEncoder, dst: SkeletonEncoder):
         d.assign(value)
 
 
+_INFERENCE_FNS = weakref.WeakKeyDictionary()
+
+
 def evaluate_model(model, data_dir: str, data_config: DataConfig, split: str = "test") -> dict:
     """Top-1 / top-5 / loss of a classifier on a split (every sample once, inference mode)."""
     ds = pipeline.make_dataset(data_dir, split, data_config, training=False)
-    fn = tf.function(lambda x: model(x, training=False))
+    fn = _INFERENCE_FNS.get(model)
+    if fn is None:                       # traced once per model, reused every epoch
+        fn = _INFERENCE_FNS[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     out = predict(fn, ds)
     loss = float(np.mean(model.loss_fn(tf.constant(out["labels"]), tf.constant(out["logits"])).numpy()))
     return {"top1": topk_accuracy(out["logits"], out["labels"], 1),
@@ -213,7 +219,11 @@ def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, dat
     run = Run(workdir, strategy, clf, make, train_config.epochs, spe, data_config.batch_size,
               train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every,
               evaluate=evaluate)
-    final = run.train()
+    try:
+        final = run.train()
+    except tf.errors.DataLossError:
+        tfrecord.verify(data_dir, progress=False)   # names the corrupt shard
+        raise
     evals = [h for h in run.history if "eval_top1" in h]
     if not evals:
         raise TrainingError("no evaluation was recorded")

@@ -91,7 +91,11 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
 
     run = Run(workdir, strategy, model, make, train_config.epochs, spe, data_config.batch_size,
               train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every, images=images)
-    final = run.train()
+    try:
+        final = run.train()
+    except tf.errors.DataLossError:
+        tfrecord.verify(data_dir, progress=False)   # names the corrupt shard
+        raise
     return final
 
 

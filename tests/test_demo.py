@@ -1,0 +1,25 @@
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_quick_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, os.path.join(REPO, "scripts", "demo.py"), "--quick", f"--workdir={tmp_path}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| HA-CM pretrained encoder" in r.stdout and "randomly initialised encoder" in r.stdout
+    s = json.load(open(tmp_path / "summary.json"))
+    assert s["dataset"]["train"] == 108 and s["dataset"]["test"] == 36
+    assert 0 <= s["saved_model_test"]["top1"] <= 1
+    # the SavedModel answers exactly as the HA-CM linear probe's own last evaluation
+    assert s["saved_model_test"]["top1"] == s["linprobe_hacm"]["last_epoch_top1"]
+    for png in ("skeletons", "pretrain_loss", "hacm_masks", "confusion", "per_class", "linprobe_hacm_curves"):
+        assert (tmp_path / "plots" / f"{png}.png").stat().st_size > 1000
+    assert os.listdir(tmp_path / "pretrain_hacm" / "tensorboard")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert again.returncode == 0 and "TFRecords already built" in again.stdout
+    assert json.load(open(tmp_path / "summary.json"))["saved_model_test"] == s["saved_model_test"]
