@@ -15,8 +15,29 @@ def _check(cond: bool, field: str, message: str):
         raise ConfigError(f"{field}: {message}")
 
 
+class _Serializable:
+    """to_dict / from_dict (unknown fields rejected, JSON lists back to tuples, validated)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        import typing
+
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        hints = typing.get_type_hints(cls)
+        for k, v in d.items():
+            if typing.get_origin(hints[k]) is tuple and isinstance(v, list):
+                d[k] = tuple(v)
+        return cls(**d).validate()
+
+
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Serializable):
     """Input pipeline settings (REFERENCE.md 2).
 
     Attributes:
@@ -55,18 +76,6 @@ class DataConfig:
         _check(0 < self.semi_ratio <= 1, "semi_ratio", f"must be in (0, 1], got {self.semi_ratio}")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DataConfig":
-        d = dict(d)
-        if "train_crop" in d:
-            d["train_crop"] = tuple(d["train_crop"])
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown DataConfig fields {sorted(unknown)}")
-        return cls(**d).validate()
 
 
 METHODS = ("hacm", "mamp", "mae")
@@ -85,7 +94,7 @@ REFERENCE_SWITCHES = (
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Serializable):
     """Encoder, decoder and masking of a pretrainer (HA-CM, MAMP or MAE) and its downstream encoder.
 
     Sizes default to the paper's HA-CM NTU configuration. HA-CM fields are
@@ -168,19 +177,10 @@ class ModelConfig:
                    "ref_unshuffle needs an even number of temporal patches (equal groups)")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown ModelConfig fields {sorted(unknown)}")
-        return cls(**d).validate()
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Serializable):
     """Optimisation and run bookkeeping (REFERENCE.md 6; pretraining defaults).
 
     Attributes:
@@ -224,15 +224,6 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**d).validate()
 
 
 def replace(config, **changes):

@@ -14,7 +14,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import hacm_tf
 from hacm_tf.data import ntu, npz, pku, synthetic, ucla, arrays
-from hacm_tf.data.sample import Sample
 from hacm_tf.data.tfrecord import DatasetWriter, make_info
 from hacm_tf.errors import DataError
 from hacm_tf.skeleton import KINECT_V1_20, NTU25, get_layout
