@@ -118,3 +118,109 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(t_compile, 1),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+
+
+def classifier_flops_per_sample(config, num_classes: int = 60, head: str = "finetune") -> float:
+    """Forward FLOPs per clip of an ActionClassifier over all tokens (+ head)."""
+    from hacm_tf.models.encoder import token_joints
+
+    vp = len(token_joints(config))
+    tokens = config.num_patches * vp
+    fwd = 2 * tokens * config.t_patch * 3 * config.dim + config.depth * _block_flops(tokens, config.dim,
+                                                                                       config.mlp_ratio)
+    fwd *= config.num_persons
+    if head == "finetune":
+        fwd += 2 * vp * config.dim * 2048 + 2 * 2048 * num_classes
+    return fwd
+
+
+def _random_clips(config, batch_size, seed=0):
+    import numpy as np
+
+    from hacm_tf.skeleton import get_layout
+
+    v = get_layout(config.layout).num_joints
+    return np.cumsum(np.random.RandomState(seed).normal(size=(batch_size, config.window, config.num_persons, v, 3))
+                     * 0.02, axis=1).astype(np.float32)
+
+
+def _time(fn, steps, warmup):
+    import numpy as np
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), first
+
+
+def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, num_classes: int = 60) -> dict:
+    """Fine-tuning samples/s (drop path, label smoothing, layer-wise AdamW) on random clips."""
+    import resource
+
+    import tensorflow as tf
+
+    from hacm_tf.models.classifier import ActionClassifier
+    from hacm_tf.training import optim
+
+    clf = ActionClassifier(config.to_dict(), num_classes, head="finetune", label_smoothing=0.1)
+    clf.build()
+    paths = [v.path for v in clf.trainable_variables]
+    clf.optimizer = optim.layerwise_adamw(clf.trainable_variables, paths, config.depth, 0.8,
+                                          lambda s: optim.WarmupCosine(5e-4, 1e-6, 5, 100, 100, scale=s))
+    x = tf.constant(_random_clips(config, batch_size))
+    y = tf.zeros([batch_size], tf.int64)
+    step = tf.function(clf.train_step)
+    med, first = _time(lambda: float(step((x, y))["loss"][0]), steps, warmup)
+    flops = 3 * classifier_flops_per_sample(config, num_classes)
+    return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size,
+            "tokens": config.num_patches * len(clf.encoder.joints), "ms_per_step": round(1000 * med, 1),
+            "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
+            "achieved_gflops": round(flops * batch_size / med / 1e9, 1), "warmup_seconds": round(first, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+
+
+def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 2, saved_model: bool = False,
+                         xla: bool = False, num_classes: int = 60) -> dict:
+    """Classifier inference samples/s: the Keras model (tf.function, optionally XLA) or the exported
+    SavedModel's serving signature (raw clips, preprocessing inside)."""
+    import resource
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    from hacm_tf.models.classifier import ActionClassifier
+    from hacm_tf.skeleton import get_layout
+
+    clf = ActionClassifier(config.to_dict(), num_classes, head="finetune")
+    clf.build()
+    if saved_model:
+        from hacm_tf.export import export_saved_model, load_serving
+
+        tmp = tempfile.mkdtemp()
+        path = export_saved_model(clf, [str(i) for i in range(num_classes)], tmp, 1, config.num_persons,
+                                  get_layout(config.layout).num_joints)
+        _, serve = load_serving(path)
+        x = tf.constant(_random_clips(config, batch_size))
+        n = tf.fill([batch_size], config.window)
+        fn = lambda: serve(skeleton=x, num_frames=n)["logits"].numpy()  # noqa: E731
+    else:
+        x = tf.constant(_random_clips(config, batch_size))
+        call = tf.function(lambda t: clf(t, training=False), jit_compile=xla)
+        fn = lambda: call(x).numpy()  # noqa: E731
+    med, first = _time(fn, steps, warmup)
+    if saved_model:
+        shutil.rmtree(tmp, ignore_errors=True)
+    flops = classifier_flops_per_sample(config, num_classes)
+    return {"benchmark": "inference", "method": config.method, "batch_size": batch_size,
+            "runtime": "saved_model" if saved_model else ("keras+xla" if xla else "keras"),
+            "ms_per_batch": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
+            "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
+            "warmup_seconds": round(first, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
