@@ -181,23 +181,9 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _plot_masks(pretrain_dir: str, data: str, dcfg: DataConfig, path: str, seed: int = 0):
-    """HA-CM's visible / masked tokens (joints x temporal patches) for one test sequence."""
-    import tensorflow as tf
+def _plot_masks(pretrain_dir: str, data: str, dcfg: DataConfig, path: str):
+    from hacm_tf.training.downstream import load_pretrainer
+    from hacm_tf.viz import masks_figure
 
-    from hacm_tf.data import pipeline
-    from hacm_tf.training.downstream import read_run_config, resolve_checkpoint
-    from hacm_tf.models.pretrainer import MaskedPretrainer
-    from hacm_tf.viz import plot_masks
-
-    run_dir, ckpt = resolve_checkpoint(pretrain_dir)
-    cfg = ModelConfig.from_dict(read_run_config(run_dir)["model"])
-    model = MaskedPretrainer(cfg.to_dict())
-    model.build()
-    tf.train.Checkpoint(model=model).restore(ckpt).expect_partial()
-    x, y = next(iter(pipeline.make_dataset(data, "test", dataclasses.replace(dcfg, batch_size=1), training=False)))
-    rng = np.random.RandomState(seed)
-    noise = [rng.uniform(size=s).astype(np.float32) for s in model.noise_shapes(int(x.shape[2]))]
-    grid = model.compute_losses(x, noise)["mask_grid"].numpy()[0]          # [T', V']
-    plot_masks(grid, model.layout, path, title="HA-CM masks of one test sequence")
-
+    model, _ = load_pretrainer(pretrain_dir)
+    masks_figure(model, data, dcfg, path, sequences=1)

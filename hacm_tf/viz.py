@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -79,4 +80,44 @@ def plot_masks(mask_grid: np.ndarray, layout: JointLayout, path: str, title: str
     ax.set_title(title or f"visible tokens: {int((mask_grid == 0).sum())} of {mask_grid.size}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def masks_figure(model, data_dir: str, data_config, path: str, sequences: int = 3, seed: int = 0):
+    """Masks a pretrainer chooses for the first test sequences (fixed noise), one panel each."""
+    import dataclasses
+
+    from hacm_tf.data import pipeline
+
+    n = max(1, sequences // model.cfg.num_persons + (sequences % model.cfg.num_persons > 0))
+    x, _ = next(iter(pipeline.make_dataset(data_dir, "test", dataclasses.replace(data_config, batch_size=n),
+                                           training=False)))
+    rng = np.random.RandomState(seed)
+    noise = [rng.uniform(size=s).astype(np.float32) for s in model.noise_shapes(int(x.shape[0] * x.shape[2]))]
+    grids = model.compute_losses(x, noise)["mask_grid"].numpy()
+    stem, ext = os.path.splitext(path)
+    for i in range(min(sequences, len(grids))):
+        target = path if sequences == 1 else f"{stem}_{i}{ext}"
+        plot_masks(grids[i], model.layout, target, title=f"{model.cfg.method} masks, test sequence {i}")
+
+
+def plot_embeddings(features: np.ndarray, labels: np.ndarray, class_names, path: str, title: str = ""):
+    """2-D PCA of clip embeddings ``[n, D]`` coloured by class."""
+    plt = _pyplot()
+    centred = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(6, 5))
+    cmap = plt.get_cmap("tab20")
+    for c in np.unique(labels):
+        sel = labels == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(int(c) % 20),
+                   label=class_names[c] if c < len(class_names) else str(c))
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title or "embeddings (PCA)")
+    if len(np.unique(labels)) <= 20:
+        ax.legend(fontsize=6, markerscale=1.5, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

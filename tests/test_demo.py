@@ -23,3 +23,14 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert again.returncode == 0 and "TFRecords already built" in again.stdout
     assert json.load(open(tmp_path / "summary.json"))["saved_model_test"] == s["saved_model_test"]
+    # figures from the demo's runs
+    for what, work in (("masks", "pretrain_hacm"), ("embeddings", "pretrain_hacm"), ("embeddings", "linprobe_hacm"),
+                       ("curves", "linprobe_hacm"), ("skeletons", None)):
+        png = tmp_path / f"{what}_{work}.png"
+        args = [sys.executable, os.path.join(REPO, "scripts", "visualize.py"), f"--what={what}",
+                f"--data_dir={tmp_path / 'data'}", f"--output={png}", "--max_rows=1"]
+        if work:
+            args.append(f"--workdir={tmp_path / work}")
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert png.stat().st_size > 1000

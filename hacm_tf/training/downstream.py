@@ -54,8 +54,8 @@ def resolve_checkpoint(path: str) -> Tuple[str, str]:
     return run_dir, path
 
 
-def load_pretrained_encoder(path: str) -> Tuple[SkeletonEncoder, ModelConfig]:
-    """Restores the encoder of a pretraining (or converted) run; returns it with its ModelConfig."""
+def load_pretrainer(path: str) -> Tuple[MaskedPretrainer, ModelConfig]:
+    """Restores a pretraining (or converted) run's MaskedPretrainer; returns it with its ModelConfig."""
     run_dir, ckpt = resolve_checkpoint(path)
     cfg = read_run_config(run_dir)
     if cfg.get("stage") != "pretrain":
@@ -64,7 +64,13 @@ def load_pretrained_encoder(path: str) -> Tuple[SkeletonEncoder, ModelConfig]:
     model = MaskedPretrainer(model_cfg.to_dict())
     model.build()
     tf.train.Checkpoint(model=model).restore(ckpt).expect_partial().assert_existing_objects_matched()
-    logging.info("loaded the encoder of %s (%s)", ckpt, model_cfg.method)
+    logging.info("loaded %s (%s)", ckpt, model_cfg.method)
+    return model, model_cfg
+
+
+def load_pretrained_encoder(path: str) -> Tuple[SkeletonEncoder, ModelConfig]:
+    """The encoder of a pretraining (or converted) run, with its ModelConfig."""
+    model, model_cfg = load_pretrainer(path)
     return model.encoder, model_cfg
 
 
