@@ -19,7 +19,8 @@ from absl import flags  # noqa: E402
 
 from hacm_tf import cli  # noqa: E402
 
-flags.DEFINE_enum("dataset", "ucla", ["ucla", "synthetic"], "NW-UCLA (cross-view) or synthetic hard classes.")
+flags.DEFINE_enum("dataset", "ucla", ["ucla", "synthetic"],
+                  "NW-UCLA (cross-view) or synthetic data with 20 classes, 8 of them hard (cross-subject).")
 flags.DEFINE_string("data_root", os.path.join("..", "shared", "data", "nw_ucla"), "NW-UCLA JSON release folder.")
 flags.DEFINE_string("workdir", None, "Study folder (TFRecords and every run go inside).", required=True)
 flags.DEFINE_enum("preset", "cpu", ["cpu", "paper"], "Model size and run lengths.")
@@ -41,8 +42,10 @@ def main(argv):
         if FLAGS.dataset == "ucla":
             build.build_ucla(FLAGS.data_root, data_dir, "xview")
         else:
-            build.build_synthetic(data_dir, spec=synthetic.SyntheticSpec(num_subjects=10, replications=2,
-                                                                         noise_body_rate=0.2), seed=7)
+            # 20 classes: the 12 distinct actions and 8 that differ only in a limb's side, one limb,
+            # the head or the speed; 10 subjects (cross-subject split), 3 views, 2 repetitions
+            build.build_synthetic(data_dir, spec=synthetic.SyntheticSpec(num_subjects=10, num_classes=20,
+                                                                         replications=2, noise_body_rate=0.2), seed=7)
     info = tfrecord.load_info(data_dir)
     cfg = study.StudyConfig() if FLAGS.preset == "cpu" else study.StudyConfig.paper()
     cfg = dataclasses.replace(cfg, layout=info["joint_layout"], num_persons=info["num_persons"])

@@ -86,7 +86,7 @@ def _local_rotations(m: Motion) -> Dict[int, np.ndarray]:
         13: _rx(g("l_knee")),
         16: _rz(-g("r_hip_abd")) @ _rx(-g("r_hip")),
         17: _rx(g("r_knee")),
-        2: _rx(-g("nod")),
+        2: _ry(g("head_yaw")) @ _rx(-g("nod")),
     }
     return rot
 
@@ -196,11 +196,47 @@ def _side_bend(m, a, s, p, r):
     m.add("l_abd", np.deg2rad(20)); m.add("r_abd", np.deg2rad(20))
 
 
+def _mirror(fn):
+    """The same action with the other side's limbs (left <-> right angle names)."""
+    def mirrored(m, a, s, p, r):
+        tmp = Motion(m.t)
+        fn(tmp, a, s, p, r)
+        for k, v in tmp.angles.items():
+            if k.startswith("l_"):
+                k = "r_" + k[2:]
+            elif k.startswith("r_"):
+                k = "l_" + k[2:]
+            m.add(k, v)
+    return mirrored
+
+
+def _raise_one_arm(m, a, s, p, r):
+    w = 0.5 * (1 - np.cos(_cycle(m, 0.5 * s, p)))
+    m.add("r_flex", np.deg2rad(170) * w * a)
+
+
+def _nod(m, a, s, p, r):
+    m.add("nod", np.deg2rad(25) * a * np.sin(_cycle(m, 1.2 * s, p)))
+
+
+def _shake_head(m, a, s, p, r):
+    m.add("head_yaw", np.deg2rad(35) * a * np.sin(_cycle(m, 1.2 * s, p)))
+
+
+def _slow_clap(m, a, s, p, r):
+    _clap(m, a, 0.45 * s, p, r)
+
+
 ACTIONS: Tuple[Tuple[str, Callable], ...] = (
     ("wave right hand", _wave), ("punch", _punch), ("kick", _kick), ("squat", _squat),
     ("jump", _jump), ("bow", _bow), ("clap", _clap), ("turn around", _turn),
     ("walk in place", _march), ("raise both arms", _raise_arms), ("touch head", _touch_head),
     ("side bend", _side_bend),
+    # harder classes: the same motion with the other limb, one limb only, or the head alone
+    ("wave left hand", _mirror(_wave)), ("punch with the left hand", _mirror(_punch)),
+    ("kick with the left leg", _mirror(_kick)), ("raise right arm", _raise_one_arm),
+    ("raise left arm", _mirror(_raise_one_arm)), ("nod", _nod), ("shake head", _shake_head),
+    ("slow clap", _slow_clap),
 )
 CLASS_NAMES = tuple(name for name, _ in ACTIONS)
 
@@ -262,7 +298,8 @@ class SyntheticSpec:
 
     Attributes:
       num_subjects: performers P001..; cross-subject training subjects follow NTU-60's list.
-      num_classes: first N actions of ``ACTIONS`` (at most 12).
+      num_classes: first N actions of ``ACTIONS``: 12 distinct actions, then 8 harder ones that
+        differ from them only in the side of the moving limb, in one limb, in the head, or in speed.
       replications: performances per subject and action.
       cameras: camera ids (views) recording every performance.
       frames: (min, max) frames per performance.
