@@ -98,7 +98,8 @@ class Run:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         seeds = {f"seed_{i}": sg.state for i, sg in enumerate(seed_generators(model))}
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=self.step, **seeds)
-        ckpt_dir = os.path.join(workdir, "checkpoints")
+        self.chief_dir = os.path.join(workdir, "checkpoints")
+        ckpt_dir = self.chief_dir
         if not self.chief:   # MWMS: every worker saves, only the chief's copy is kept
             ckpt_dir = os.path.join(workdir, ".scratch", f"worker{task_info()['index']}")
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=keep_checkpoints)
@@ -115,8 +116,11 @@ class Run:
         return []
 
     def restore(self) -> int:
-        """Restores the latest checkpoint (if any); returns the global step."""
-        latest = self.manager.latest_checkpoint
+        """Restores the chief's latest checkpoint (if any); returns the global step.
+
+        Every worker restores the chief's copy, so all resume from the same step even when a kill
+        fell between the chief's save and another worker's."""
+        latest = tf.train.latest_checkpoint(self.chief_dir)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             logging.info("resumed from %s at step %d", latest, int(self.step.numpy()))

@@ -102,3 +102,48 @@ def test_multi_worker_two_processes(synthetic_dir, tmp_path):
     assert finals[0]["steps"] == finals[1]["steps"] == 6
     assert finals[0]["weights_sha256"] == finals[1]["weights_sha256"]      # all workers agree
     assert os.listdir(tmp_path / "checkpoints") and not os.listdir(tmp_path / ".scratch")
+
+
+def launch_workers(n, synthetic_dir, workdir, *extra):
+    ports = [free_port() for _ in range(n)]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(n):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen(cmd("pretrain_mae", synthetic_dir, workdir, "--strategy=multi_worker",
+                                          "--batch_size=12", *extra), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+@pytest.mark.slow
+def test_multi_worker_three_processes(synthetic_dir, tmp_path):
+    procs = launch_workers(3, synthetic_dir, tmp_path)
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    finals = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert len({f["weights_sha256"] for f in finals}) == 1 and finals[0]["steps"] == 6
+
+
+@pytest.mark.slow
+def test_multi_worker_restart_after_a_killed_worker(synthetic_dir, tmp_path):
+    extra = ["--epochs=4", "--steps_per_epoch=4", "--checkpoint_every=2"]
+    procs = launch_workers(2, synthetic_dir, tmp_path, *extra)
+    ckpts = tmp_path / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpts.exists() and any(f.endswith(".index") for f in os.listdir(ckpts))):
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)                       # a worker dies mid-run
+    try:
+        procs[0].communicate(timeout=180)                      # its peer stops by itself (or is stopped here)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+    procs[1].communicate()
+    procs = launch_workers(2, synthetic_dir, tmp_path, *extra)  # the same command again on both
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    finals = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert finals[0]["steps"] == finals[1]["steps"] == 16
+    assert finals[0]["weights_sha256"] == finals[1]["weights_sha256"]
