@@ -133,3 +133,26 @@ def test_keras_fit_works_with_the_custom_train_step(synthetic_dir):
     ds = pipeline.make_dataset(synthetic_dir, "train", DATA, training=True, batches_per_epoch=2)
     hist = m.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
     assert np.isfinite(np.asarray(hist.history["loss"]).ravel()[-1])
+
+
+def test_a_failing_checkpoint_write_stops_with_the_reason_and_keeps_earlier_ones(synthetic_dir, tmp_path,
+                                                                                 monkeypatch):
+    import errno
+
+    tc = TrainConfig(epochs=3, steps_per_epoch=2, warmup_epochs=0, jit_compile=False)
+    original = tf.train.CheckpointManager.save
+    calls = {"n": 0}
+
+    def disk_full_on_second_save(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", disk_full_on_second_save)
+    with pytest.raises(run.TrainingError, match="cannot write a checkpoint.*No space left.*earlier checkpoints"):
+        pretrain(str(tmp_path), synthetic_dir, model_config("mae"), DATA, tc)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", original)
+    keras.backend.clear_session()
+    assert pretrain(str(tmp_path), synthetic_dir, model_config("mae"), DATA, tc)["steps"] == 6
