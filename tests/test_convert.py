@@ -89,3 +89,49 @@ def test_pth_input_needs_torch_with_a_hint(tmp_path):
     else:
         with pytest.raises(Exception):
             convert.read_state_dict(str(p))
+
+
+def mamp_state(seed=0):
+    """A MAMP pretraining state dict with the official keys and shapes (TORCH_STATE_DICTS.md)."""
+    r = np.random.RandomState(seed)
+    shapes = {"temp_embed": (1, 30, 1, 256), "pos_embed": (1, 1, 25, 256), "mask_token": (1, 1, 256),
+              "decoder_temp_embed": (1, 30, 1, 256), "decoder_pos_embed": (1, 1, 25, 256),
+              "joints_embed.proj.weight": (256, 3, 4, 1), "joints_embed.proj.bias": (256,),
+              "norm.weight": (256,), "norm.bias": (256,), "decoder_embed.weight": (256, 256),
+              "decoder_embed.bias": (256,), "decoder_norm.weight": (256,), "decoder_norm.bias": (256,),
+              "decoder_pred.weight": (12, 256), "decoder_pred.bias": (12,)}
+    block = {"norm1.weight": (256,), "norm1.bias": (256,), "attn.proj.weight": (256, 256), "attn.proj.bias": (256,),
+             "attn.qkv.weight": (768, 256), "attn.qkv.bias": (768,), "norm2.weight": (256,), "norm2.bias": (256,),
+             "mlp.fc1.weight": (1024, 256), "mlp.fc1.bias": (1024,), "mlp.fc2.weight": (256, 1024),
+             "mlp.fc2.bias": (256,)}
+    for prefix, n in (("blocks", 8), ("decoder_blocks", 3)):
+        for i in range(n):
+            shapes.update({f"{prefix}.{i}.{k}": s for k, s in block.items()})
+    return {k: (r.normal(size=s) * 0.02).astype(np.float32) for k, s in shapes.items()}
+
+
+def test_mamp_checkpoint_converts_completely():
+    state = mamp_state()
+    model, report = convert.from_torch_state(state, "pretrainer", ModelConfig(method="mamp", window=120, t_patch=4))
+    assert not report.missing and not report.unused and len(report.loaded) == len(state)
+    np.testing.assert_array_equal(model.decoder_pred.kernel.numpy(), state["decoder_pred.weight"].T)
+    w = state["joints_embed.proj.weight"]           # [D, C, t_patch, 1] -> rows (frame, coordinate)
+    np.testing.assert_array_equal(model.encoder.joints_embed.proj.kernel.numpy()[1 * 3 + 2], w[:, 2, 1, 0])
+    out = model.compute_losses(np.zeros((1, 120, 2, 25, 3), np.float32) + 0.01)
+    assert np.isfinite(float(out["loss"]))
+
+
+@pytest.mark.parametrize("method,head", [("mamp", "finetune"), ("mae", "linear"), ("hacm", "finetune")])
+def test_export_works_for_every_encoder_and_head(tmp_path, method, head):
+    import tensorflow as tf
+
+    from hacm_tf.export import export_saved_model, load_serving
+    from hacm_tf.models.classifier import ActionClassifier
+
+    cfg = ModelConfig(method=method, window=24, t_patch=3 if method == "hacm" else 4, dim=32, depth=1, heads=4)
+    clf = ActionClassifier(cfg.validate().to_dict(), 4, head=head)
+    clf.build()
+    path = export_saved_model(clf, list("abcd"), str(tmp_path), 1, 2, 25)
+    x = np.random.RandomState(0).normal(size=(2, 30, 2, 25, 3)).astype(np.float32)
+    out = load_serving(path)[1](skeleton=tf.constant(x), num_frames=tf.constant([30, 24], tf.int32))
+    assert out["logits"].shape == (2, 4) and out["embedding"].shape == (2, 32)

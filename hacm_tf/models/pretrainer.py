@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from hacm_tf.config import ModelConfig
+from hacm_tf.layers.embedding import PositionEmbedding
 from hacm_tf.layers.random import replica_seed
 from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, dense, track_layers
 from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
@@ -68,8 +69,6 @@ class MaskedPretrainer(keras.Model):
         self.decoder_pred = dense(self.patch_values, "decoder_pred")
         init = keras.initializers.RandomNormal(stddev=0.02)
         self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, cfg.decoder_dim), initializer=init)
-        from hacm_tf.layers.embedding import PositionEmbedding
-
         self.decoder_pos_embed = PositionEmbedding(cfg.num_patches, self.num_token_joints, cfg.decoder_dim,
                                                    name="decoder_pos_embed")
         if cfg.method == "hacm":
