@@ -132,3 +132,15 @@ def save_flags(workdir: str):
             if flag.value is not None:
                 lines.append(flag.serialize())
     atomic_write_text(os.path.join(workdir, "flags.txt"), "\n".join(sorted(set(lines))) + "\n")
+
+
+def start_run(flag_values):
+    """Checks --data_dir / --workdir, builds the --strategy, saves the flags on the chief; returns the strategy."""
+    if not flag_values.data_dir or not flag_values.workdir:
+        raise ValueError("--data_dir and --workdir are required")
+    from hacm_tf.training.strategy import get_strategy, is_chief
+
+    strategy = get_strategy(flag_values.strategy, flag_values.devices)
+    if is_chief():
+        save_flags(flag_values.workdir)
+    return strategy

@@ -51,14 +51,9 @@ def main(protocol):
         print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict(),
                           "protocol": proto.__dict__}))
         return
-    if not FLAGS.data_dir or not FLAGS.workdir:
-        raise ValueError("--data_dir and --workdir are required")
+    strategy = cli.start_run(FLAGS)
     from hacm_tf.training.downstream import train_classifier
-    from hacm_tf.training.strategy import get_strategy, is_chief
 
-    strategy = get_strategy(FLAGS.strategy, FLAGS.devices)
-    if is_chief():
-        cli.save_flags(FLAGS.workdir)
     final = train_classifier(FLAGS.workdir, FLAGS.data_dir, model, data, train, proto, FLAGS.pretrained, strategy,
                              FLAGS.seed)
     print(json.dumps(final))

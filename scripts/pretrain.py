@@ -33,14 +33,9 @@ def main(argv):
     if FLAGS.dry_run:
         print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict()}))
         return
-    if not FLAGS.data_dir or not FLAGS.workdir:
-        raise ValueError("--data_dir and --workdir are required")
+    strategy = cli.start_run(FLAGS)
     from hacm_tf.training.pretrain import pretrain
-    from hacm_tf.training.strategy import get_strategy, is_chief
 
-    strategy = get_strategy(FLAGS.strategy, FLAGS.devices)
-    if is_chief():
-        cli.save_flags(FLAGS.workdir)
     final = pretrain(FLAGS.workdir, FLAGS.data_dir, model, data, train, strategy, FLAGS.seed)
     print(json.dumps(final))
 
