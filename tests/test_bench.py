@@ -23,3 +23,41 @@ def test_classifier_flops_match_the_reference_counter(method, window, t_patch, g
 def test_data_throughput_reports_a_rate(synthetic_dir):
     r = bench.data_throughput(synthetic_dir, batch_size=8, window=16, steps=2, warmup=1)
     assert r["samples_per_second"] > 0 and r["batch_size"] == 8
+
+
+@pytest.mark.parametrize("method,t_patch", [("hacm", 3), ("mamp", 4)])
+def test_profiler_flop_count_agrees_with_the_analytic_count(method, t_patch):
+    import tensorflow as tf
+
+    from hacm_tf.training import optim
+
+    cfg = ModelConfig(method=method, window=24, t_patch=t_patch, dim=32, depth=2, heads=4, decoder_dim=32,
+                      decoder_depth=1, decoder_heads=4).validate()
+    model = MaskedPretrainer(cfg.to_dict(), seed=0)
+    model.build()
+    model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables))
+    model.optimizer.build(model.trainable_variables)
+    x = tf.constant(bench._random_clips(cfg, 2))
+    counted = bench.graph_flops(tf.function(model.train_step).get_concrete_function((x, tf.zeros([2], tf.int64))))
+    assert counted["einsum"] > 0 and counted["total"] == counted["profiler"] + counted["einsum"]
+    # the profiler also counts element-wise work and the optimizer, which the analytic count leaves out
+    assert counted["total"] / 2 == pytest.approx(bench.pretrain_flops_per_sample(model), rel=0.15)
+
+
+def test_einsum_flops_are_counted_from_the_equation():
+    import tensorflow as tf
+
+    a, b = tf.ones([2, 3, 5]), tf.ones([2, 5, 7])
+    counted = bench.graph_flops(tf.function(lambda: tf.einsum("bij,bjk->bik", a, b)).get_concrete_function())
+    assert counted["einsum"] == 2 * 2 * 3 * 5 * 7
+
+
+def test_op_time_profile_finds_the_matmuls():
+    import tensorflow as tf
+
+    a = tf.random.normal([256, 256])
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, a) + 1.0))
+    f()
+    prof = bench.profile_op_times(lambda: f().numpy(), steps=2)
+    assert prof["categories"].get("matmul", 0) > 0 and prof["op_seconds"] > 0
+    assert bench.op_category("_MklBatchMatMulV2") == "matmul" and bench.op_category("Erf") == "elementwise"
