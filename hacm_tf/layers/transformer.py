@@ -72,7 +72,8 @@ class Attention(keras.layers.Layer):
     def call(self, x):
         b, n = tf.shape(x)[0], tf.shape(x)[1]
         qkv = tf.reshape(self.qkv(x), [b, n, 3, self.heads, self.dim // self.heads])   # [B, N, 3, H, Dh]
-        q, k, v = tf.unstack(qkv, axis=2)      # [B, N, H, Dh]; unstack's gradient is one stack, not 3 zero-filled slices
+        # [B, N, H, Dh] each; unstack's gradient is one stack, where slicing's is three zero-filled copies
+        q, k, v = tf.unstack(qkv, axis=2)
         attn = tf.nn.softmax(tf.einsum("bqhd,bkhd->bhqk", q, k) * self.scale, axis=-1)  # [B, H, N, N]
         out = tf.einsum("bhqk,bkhd->bqhd", attn, v)                                   # [B, N, H, Dh]
         return self.proj(tf.reshape(out, [b, n, self.dim]))
