@@ -76,16 +76,12 @@ def pretrain_flops_per_sample(model) -> float:
     return seqs * (3 * fwd + criteria)
 
 
-def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, jit_compile: bool = False,
-                        seed: int = 0) -> dict:
-    """Pretraining samples/s and ms/step (fwd + bwd + AdamW) of a ModelConfig on random skeletons."""
-    import resource
-
-    import numpy as np
+def _pretrain_step(config, batch_size: int, jit_compile: bool = False, seed: int = 0):
+    """A built MaskedPretrainer with AdamW, its train_step as a tf.function and a batch of random walks
+    [B, T, M, V, 3]."""
     import tensorflow as tf
 
     from hacm_tf.models.pretrainer import MaskedPretrainer
-    from hacm_tf.skeleton import get_layout
     from hacm_tf.training import optim
 
     model = MaskedPretrainer(config.to_dict(), seed=seed)
@@ -94,10 +90,35 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     model.optimizer.build(model.trainable_variables)
     if jit_compile:
         model.enable_xla()
-    v = get_layout(config.layout).num_joints
-    x = tf.constant(np.cumsum(np.random.RandomState(seed).normal(
-        size=(batch_size, config.window, config.num_persons, v, 3)) * 0.02, axis=1).astype(np.float32))
-    step = tf.function(model.train_step)
+    return model, tf.function(model.train_step), tf.constant(_random_clips(config, batch_size, seed))
+
+
+def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0) -> dict:
+    """FLOPs per clip of a pretraining step counted by TF's profiler (beside the analytic count) and the
+    kernel-time profile of ``steps`` steps without XLA (see profile_op_times)."""
+    import tensorflow as tf
+
+    model, step, x = _pretrain_step(config, batch_size, False, seed)
+    batch = (x, tf.zeros([batch_size], tf.int64))
+    counted = graph_flops(step.get_concrete_function(batch))
+    step(batch)["loss"].numpy()
+    op_time = profile_op_times(lambda: step(batch)["loss"].numpy(), steps)
+    return {"benchmark": "profile", "method": config.method, "batch_size": batch_size, "window": config.window,
+            "tokens": model.num_tokens, "gflops_per_sample": round(pretrain_flops_per_sample(model) / 1e9, 2),
+            "profiled_gflops_per_sample": round(counted["total"] / batch_size / 1e9, 2),
+            "profiler_gflops_without_einsum": round(counted["profiler"] / batch_size / 1e9, 2),
+            "op_time": op_time}
+
+
+def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, jit_compile: bool = False,
+                        seed: int = 0) -> dict:
+    """Pretraining samples/s and ms/step (fwd + bwd + AdamW) of a ModelConfig on random skeletons."""
+    import resource
+
+    import numpy as np
+    import tensorflow as tf
+
+    model, step, x = _pretrain_step(config, batch_size, jit_compile, seed)
     t_compile = time.perf_counter()
     for _ in range(warmup):
         step((x, tf.zeros([batch_size], tf.int64)))

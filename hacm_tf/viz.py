@@ -121,3 +121,28 @@ def plot_embeddings(features: np.ndarray, labels: np.ndarray, class_names, path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_scale(rows: Sequence[dict], path: str):
+    """Pretraining step time against batch size (at the most common window) and against the number of
+    tokens (at batch 8), from benchmark rows with batch_size, window, tokens, ms_per_step, share_of_peak."""
+    plt = _pyplot()
+    windows = [r["window"] for r in rows]
+    base_window = max(set(windows), key=windows.count)
+    by_batch = sorted((r for r in rows if r["window"] == base_window), key=lambda r: r["batch_size"])
+    by_tokens = sorted((r for r in rows if r["batch_size"] == 8), key=lambda r: r["tokens"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, sel, key, label in ((axes[0], by_batch, "batch_size", f"batch size (window {base_window})"),
+                                (axes[1], by_tokens, "tokens", "tokens per sequence (batch 8)")):
+        xs = [r[key] for r in sel]
+        ax.plot(xs, [r["ms_per_step"] / 1000 for r in sel], "o-", color="tab:blue")
+        ax.set_xlabel(label)
+        ax.set_ylabel("s / step", color="tab:blue")
+        share = ax.twinx()
+        share.plot(xs, [100 * r.get("share_of_peak", 0) for r in sel], "s--", color="tab:orange")
+        share.set_ylabel("% of matmul peak", color="tab:orange")
+        share.set_ylim(0, 100)
+    fig.suptitle(f"{rows[0]['method']} pretraining step (fwd + bwd + AdamW)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -4,12 +4,18 @@
   python scripts/benchmark.py --suite=pretrain [--methods=hacm,mamp,mae] [--batch_size=32] [--xla=both]
   python scripts/benchmark.py --suite=finetune [--methods=hacm,mamp] [--batch_size=32]
   python scripts/benchmark.py --suite=inference [--methods=hacm,mamp] [--batch_sizes=1,64]
+  python scripts/benchmark.py --suite=profile [--methods=hacm] [--batch_size=8]
+  python scripts/benchmark.py --suite=scale [--scale_batches=8,16,32,64] [--scale_windows=36,72,108,144]
 
 ``data``: tf.data training pipeline samples/s (a synthetic set is built when --data_dir is absent).
 ``pretrain`` / ``finetune`` / ``inference`` (Keras model, Keras + XLA, exported SavedModel): samples/s,
 ms per step or batch, FLOPs per sample and achieved FLOP/s as a fraction of this machine's measured
 matmul peak, at the paper's sizes; each configuration runs in its own process so its peak memory is
 its own.
+``profile``: pretraining FLOPs counted by TensorFlow's profiler beside the analytic count, and where the
+kernel time of a step goes (matmul, element-wise, layout, softmax, ...; no XLA, from a profiler trace).
+``scale``: HA-CM pretraining step time (XLA) against batch size and window length (tokens); --plot
+writes a PNG.
 """
 
 import json
@@ -24,7 +30,8 @@ from absl import flags  # noqa: E402
 
 from hacm_tf import cli  # noqa: E402
 
-flags.DEFINE_enum("suite", "data", ["data", "pretrain", "finetune", "inference", "one"], "What to measure.")
+flags.DEFINE_enum("suite", "data", ["data", "pretrain", "finetune", "inference", "profile", "scale", "one"],
+                  "What to measure.")
 flags.DEFINE_string("data_dir", None, "TFRecord directory (default: build a synthetic one).")
 flags.DEFINE_integer("batch_size", None, "Batch size (default 128 for data, 32 for pretrain).")
 flags.DEFINE_integer("window", 72, "data: frames per sample after resizing.")
@@ -36,6 +43,10 @@ flags.DEFINE_string("method", "hacm", "one: the method (internal).")
 flags.DEFINE_string("kind", "pretrain", "one: pretrain | finetune | inference (internal).")
 flags.DEFINE_string("runtime", "keras", "one / inference: keras | keras+xla | saved_model.")
 flags.DEFINE_list("batch_sizes", ["1", "64"], "inference: batch sizes.")
+flags.DEFINE_list("scale_batches", ["8", "16", "32", "64"], "scale: batch sizes at the paper's window.")
+flags.DEFINE_list("scale_windows", ["36", "72", "108", "144"], "scale: windows (frames) at batch 8.")
+flags.DEFINE_integer("model_window", None, "one: override the paper's window (internal).")
+flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")
 FLAGS = flags.FLAGS
 
@@ -69,7 +80,12 @@ def one():
     from hacm_tf import bench
     from hacm_tf.config import ModelConfig
 
-    cfg = ModelConfig(**PAPER[FLAGS.method]).validate()
+    sizes = dict(PAPER[FLAGS.method])
+    if FLAGS.model_window:
+        sizes["window"] = FLAGS.model_window
+    cfg = ModelConfig(**sizes).validate()
+    if FLAGS.kind == "profile":
+        return bench.pretrain_profile(cfg, FLAGS.batch_size or 8, FLAGS.steps or 2)
     if FLAGS.kind == "pretrain":
         return bench.pretrain_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3, jit_compile=FLAGS.xla == "on")
     if FLAGS.kind == "finetune":
@@ -83,32 +99,59 @@ def measured_suite(kind):
 
     peak = bench.matmul_peak()
     jobs = []
-    for method in FLAGS.methods:
+    methods = FLAGS.methods if FLAGS["methods"].present or kind != "scale" else ["hacm"]
+    for method in methods:
         if kind == "pretrain":
             jobs += [(method, [f"--xla={x}", f"--batch_size={FLAGS.batch_size or 32}"])
                      for x in (["off", "on"] if FLAGS.xla == "both" else [FLAGS.xla])]
         elif kind == "finetune":
             jobs.append((method, [f"--batch_size={FLAGS.batch_size or 32}"]))
+        elif kind == "profile":
+            jobs.append((method, [f"--batch_size={FLAGS.batch_size or 8}"]))
+        elif kind == "scale":
+            points = [(int(b), None) for b in FLAGS.scale_batches] + [(8, int(w)) for w in FLAGS.scale_windows]
+            jobs += [(method, ["--xla=on", f"--batch_size={b}"] + ([f"--model_window={w}"] if w else []))
+                     for b, w in dict.fromkeys(points)]
         else:
             jobs += [(method, [f"--runtime={rt}", f"--batch_size={b}"]) for b in FLAGS.batch_sizes
                      for rt in ("keras", "keras+xla", "saved_model")]
     rows = []
     for method, extra in jobs:
-        args = [sys.executable, os.path.abspath(__file__), "--suite=one", f"--kind={kind}", f"--method={method}",
+        child_kind = "pretrain" if kind == "scale" else kind
+        args = [sys.executable, os.path.abspath(__file__), "--suite=one", f"--kind={child_kind}", f"--method={method}",
                 *extra] + ([f"--steps={FLAGS.steps}"] if FLAGS.steps else [])
         r = subprocess.run(args, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{method} {extra} failed: {r.stderr[-2000:]}")
         row = json.loads(r.stdout.strip().splitlines()[-1])
         row["matmul_peak_gflops"] = round(peak, 1)
-        row["share_of_peak"] = round(row["achieved_gflops"] / peak, 3)
+        if "achieved_gflops" in row:
+            row["share_of_peak"] = round(row["achieved_gflops"] / peak, 3)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    return {"benchmark": kind, "matmul_peak_gflops": round(peak, 1), "rows": rows, "markdown": markdown(rows)}
+    table = profile_markdown(rows) if kind == "profile" else markdown(rows)
+    if kind == "scale" and FLAGS.plot:
+        from hacm_tf import viz
+
+        viz.plot_scale(rows, FLAGS.plot)
+    return {"benchmark": kind, "matmul_peak_gflops": round(peak, 1), "rows": rows, "markdown": table}
+
+
+def profile_markdown(rows):
+    """One column per method: FLOP counts, then each category's share of kernel time."""
+    cats = list(dict.fromkeys(c for r in rows for c in r["op_time"]["categories"]))
+    lines = ["| | " + " | ".join(r["method"] for r in rows) + " |", "|" + "---|" * (len(rows) + 1),
+             "| GFLOPs/sample, analytic | " + " | ".join(str(r["gflops_per_sample"]) for r in rows) + " |",
+             "| GFLOPs/sample, TF profiler + einsum | " + " | ".join(str(r["profiled_gflops_per_sample"])
+                                                               for r in rows) + " |"]
+    for c in cats:
+        cells = [f"{100 * r['op_time']['categories'].get(c, 0) / r['op_time']['op_seconds']:.1f} %" for r in rows]
+        lines.append(f"| kernel time: {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown(rows):
-    keys = [k for k in ("method", "batch_size", "xla", "runtime", "ms_per_step", "ms_per_batch", "samples_per_second",
+    keys = [k for k in ("method", "batch_size", "window", "tokens", "xla", "runtime", "ms_per_step", "ms_per_batch", "samples_per_second",
                         "gflops_per_sample", "achieved_gflops", "share_of_peak", "peak_rss_gib") if k in rows[0]]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:

@@ -29,16 +29,10 @@ def test_data_throughput_reports_a_rate(synthetic_dir):
 def test_profiler_flop_count_agrees_with_the_analytic_count(method, t_patch):
     import tensorflow as tf
 
-    from hacm_tf.training import optim
-
     cfg = ModelConfig(method=method, window=24, t_patch=t_patch, dim=32, depth=2, heads=4, decoder_dim=32,
                       decoder_depth=1, decoder_heads=4).validate()
-    model = MaskedPretrainer(cfg.to_dict(), seed=0)
-    model.build()
-    model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables))
-    model.optimizer.build(model.trainable_variables)
-    x = tf.constant(bench._random_clips(cfg, 2))
-    counted = bench.graph_flops(tf.function(model.train_step).get_concrete_function((x, tf.zeros([2], tf.int64))))
+    model, step, x = bench._pretrain_step(cfg, 2)
+    counted = bench.graph_flops(step.get_concrete_function((x, tf.zeros([2], tf.int64))))
     assert counted["einsum"] > 0 and counted["total"] == counted["profiler"] + counted["einsum"]
     # the profiler also counts element-wise work and the optimizer, which the analytic count leaves out
     assert counted["total"] / 2 == pytest.approx(bench.pretrain_flops_per_sample(model), rel=0.15)
@@ -61,3 +55,12 @@ def test_op_time_profile_finds_the_matmuls():
     prof = bench.profile_op_times(lambda: f().numpy(), steps=2)
     assert prof["categories"].get("matmul", 0) > 0 and prof["op_seconds"] > 0
     assert bench.op_category("_MklBatchMatMulV2") == "matmul" and bench.op_category("Erf") == "elementwise"
+
+
+def test_scale_plot_is_written(tmp_path):
+    from hacm_tf import viz
+
+    rows = [dict(method="hacm", batch_size=b, window=w, tokens=w // 3 * 25, ms_per_step=10.0 * b * w,
+                 share_of_peak=0.5) for b, w in ((8, 72), (16, 72), (8, 36), (8, 144))]
+    viz.plot_scale(rows, str(tmp_path / "scale.png"))
+    assert (tmp_path / "scale.png").stat().st_size > 1000
