@@ -42,6 +42,8 @@ class StudyConfig:
       batch_size: every stage.
       pretrain_epochs, linear_epochs, finetune_epochs, semi_epochs: run lengths.
       seeds: seeds per variant.
+      eval_every: epochs between test-split evaluations in the downstream runs (the last epoch is always
+        evaluated; "best epoch" is the best of the evaluated ones).
     """
 
     layout: str = "kinect_v1_20"
@@ -57,6 +59,15 @@ class StudyConfig:
     finetune_epochs: int = 10
     semi_epochs: int = 15
     seeds: int = 3
+    eval_every: int = 1
+
+    @classmethod
+    def synthetic(cls) -> "StudyConfig":
+        """The synthetic study's CPU preset: NTU-25, two persons, 36-frame windows, shorter runs and
+        evaluation every few epochs, so that nine variants x three seeds of pretraining, linear probe and
+        10 %-label fine-tune fit in about an hour on 2 cores."""
+        return cls(layout="ntu25", num_persons=2, window=36, pretrain_epochs=8, linear_epochs=6,
+                   finetune_epochs=10, semi_epochs=10, eval_every=3)
 
     @classmethod
     def paper(cls, layout="ntu25", num_persons=2) -> "StudyConfig":
@@ -129,12 +140,12 @@ def _downstream(work, data_dir, cfg, data, study, protocol, pretrained, seed, do
     if protocol == "linear":
         train = TrainConfig(epochs=study.linear_epochs, lr=0.1, min_lr=0.0, warmup_epochs=0, weight_decay=0.0,
                             log_every=20, jit_compile=False)
-        proto = downstream.ProtocolConfig("linear")
+        proto = downstream.ProtocolConfig("linear", eval_every=study.eval_every)
     else:
         epochs = study.finetune_epochs if protocol == "finetune" else study.semi_epochs
         train = TrainConfig(epochs=epochs, lr=1e-3, min_lr=1e-5, warmup_epochs=max(1, epochs // 10),
                             beta_2=0.999, log_every=20, jit_compile=False)
-        proto = downstream.ProtocolConfig("finetune")
+        proto = downstream.ProtocolConfig("finetune", eval_every=study.eval_every)
         cfg = dataclasses.replace(cfg, drop_path=0.1)
         if protocol == "semi10":
             data = dataclasses.replace(data, semi_ratio=0.1, semi_stratified=True)

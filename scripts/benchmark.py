@@ -151,7 +151,8 @@ def profile_markdown(rows):
 
 
 def markdown(rows):
-    keys = [k for k in ("method", "batch_size", "window", "tokens", "xla", "runtime", "ms_per_step", "ms_per_batch", "samples_per_second",
+    keys = [k for k in ("method", "batch_size", "window", "tokens", "xla", "runtime", "ms_per_step", "ms_per_batch",
+                        "samples_per_second",
                         "gflops_per_sample", "achieved_gflops", "share_of_peak", "peak_rss_gib") if k in rows[0]]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:

@@ -2,7 +2,7 @@
 10 %-label semi-supervised accuracy (mean +- std).
 
   python scripts/study.py --dataset=ucla --workdir=studies/ucla          # NW-UCLA, CPU preset (~1 h)
-  python scripts/study.py --dataset=synthetic --workdir=studies/synthetic
+  python scripts/study.py --dataset=synthetic --workdir=studies/synthetic  # linear + semi10, CPU preset
   python scripts/study.py --dataset=ucla --preset=paper --workdir=...    # paper sizes (accelerators)
 
 Rerunning continues an interrupted study. Results: <workdir>/results.md and results.json.
@@ -25,7 +25,8 @@ flags.DEFINE_string("data_root", os.path.join("..", "shared", "data", "nw_ucla")
 flags.DEFINE_string("workdir", None, "Study folder (TFRecords and every run go inside).", required=True)
 flags.DEFINE_enum("preset", "cpu", ["cpu", "paper"], "Model size and run lengths.")
 flags.DEFINE_list("variants", None, "Subset of variants (default: all).")
-flags.DEFINE_list("protocols", ["linear", "finetune", "semi10"], "Downstream protocols.")
+flags.DEFINE_list("protocols", None, "Downstream protocols (default: linear,finetune,semi10 on NW-UCLA; "
+                  "linear,semi10 on synthetic data).")
 flags.DEFINE_integer("seeds", None, "Seeds per variant (default 3).")
 flags.DEFINE_integer("pretrain_epochs", None, "Override the preset.")
 flags.DEFINE_integer("downstream_epochs", None, "Override linear / fine-tune / semi epochs of the preset.")
@@ -43,11 +44,16 @@ def main(argv):
             build.build_ucla(FLAGS.data_root, data_dir, "xview")
         else:
             # 20 classes: the 12 distinct actions and 8 that differ only in a limb's side, one limb,
-            # the head or the speed; 10 subjects (cross-subject split), 3 views, 2 repetitions
-            build.build_synthetic(data_dir, spec=synthetic.SyntheticSpec(num_subjects=10, num_classes=20,
+            # the head or the speed; 8 subjects (cross-subject: 5 train, 3 test), 3 views, 2 repetitions
+            build.build_synthetic(data_dir, spec=synthetic.SyntheticSpec(num_subjects=8, num_classes=20,
                                                                          replications=2, noise_body_rate=0.2), seed=7)
     info = tfrecord.load_info(data_dir)
-    cfg = study.StudyConfig() if FLAGS.preset == "cpu" else study.StudyConfig.paper()
+    if FLAGS.preset == "paper":
+        cfg = study.StudyConfig.paper()
+    else:
+        cfg = study.StudyConfig() if FLAGS.dataset == "ucla" else study.StudyConfig.synthetic()
+    protocols = FLAGS.protocols or (["linear", "finetune", "semi10"] if FLAGS.dataset == "ucla"
+                                    else ["linear", "semi10"])
     cfg = dataclasses.replace(cfg, layout=info["joint_layout"], num_persons=info["num_persons"])
     changes = {}
     if FLAGS.seeds:
@@ -58,7 +64,7 @@ def main(argv):
         changes.update(linear_epochs=FLAGS.downstream_epochs, finetune_epochs=FLAGS.downstream_epochs,
                        semi_epochs=FLAGS.downstream_epochs)
     cfg = dataclasses.replace(cfg, **changes)
-    result = study.run_study(FLAGS.workdir, data_dir, cfg, FLAGS.variants or tuple(study.VARIANTS), FLAGS.protocols)
+    result = study.run_study(FLAGS.workdir, data_dir, cfg, FLAGS.variants or tuple(study.VARIANTS), protocols)
     print(result["table"])
     print(json.dumps({"seconds": result["seconds"], "results": os.path.join(FLAGS.workdir, "results.json")}))
 
