@@ -225,6 +225,39 @@ class TrainConfig(_Serializable):
         return self
 
 
+# downstream protocols of ProtocolConfig
+PROTOCOLS = ("linear", "finetune")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolConfig:
+    """Downstream protocol settings (REFERENCE.md 5-6).
+
+    Attributes:
+      protocol: "linear" (frozen encoder, SGD) or "finetune" (AdamW, layer-wise decay).
+      layer_decay: fine-tune: lr scale decay ** (depth + 1 - layer).
+      label_smoothing: fine-tune cross-entropy smoothing.
+      dropout: fine-tune head dropout.
+      momentum: linear-probe SGD momentum.
+      eval_every: epochs between evaluations on the test split.
+    """
+
+    protocol: str = "linear"
+    layer_decay: float = 0.8
+    label_smoothing: float = 0.1
+    dropout: float = 0.3
+    momentum: float = 0.9
+    eval_every: int = 1
+
+    def validate(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be positive, got {self.eval_every}")
+        return self
+
 
 def replace(config, **changes):
     """``dataclasses.replace`` followed by ``validate()``."""

@@ -18,7 +18,7 @@ def define_flags():
     cli.define_config_flags(ModelConfig)
     cli.define_config_flags(DataConfig)
     cli.define_config_flags(TrainConfig)
-    from hacm_tf.training.downstream import ProtocolConfig
+    from hacm_tf.config import ProtocolConfig
 
     cli.define_config_flags(ProtocolConfig, skip=("protocol",))
     flags.DEFINE_bool("dry_run", False, "Validate the flags, print the configs as JSON and exit.")
@@ -36,7 +36,7 @@ def model_config(FLAGS):
 
 
 def main(protocol):
-    from hacm_tf.training.downstream import ProtocolConfig
+    from hacm_tf.config import ProtocolConfig
 
     FLAGS = flags.FLAGS
     model = model_config(FLAGS)

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.config import PROTOCOLS, DataConfig, ModelConfig, ProtocolConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
 from hacm_tf.evaluate import predict, topk_accuracy
 from hacm_tf.models.classifier import ActionClassifier
@@ -28,7 +28,6 @@ from hacm_tf.training import optim
 from hacm_tf.training.pretrain import check_data_for_model, steps_per_epoch
 from hacm_tf.training.run import Run, TrainingError, check_workdir_config
 
-PROTOCOLS = ("linear", "finetune")
 ARCHITECTURE_FIELDS = ("method", "layout", "dim", "depth", "heads", "mlp_ratio", "t_patch", "hyperbolic",
                        "curvature", "clip_radius")
 
@@ -123,34 +122,6 @@ def evaluate_model(model, data_dir: str, data_config: DataConfig, split: str = "
     loss = float(np.mean(model.loss_fn(tf.constant(out["labels"]), tf.constant(out["logits"])).numpy()))
     return {"top1": topk_accuracy(out["logits"], out["labels"], 1),
             "top5": topk_accuracy(out["logits"], out["labels"], 5), "loss": loss, "samples": len(out["labels"])}
-
-
-@dataclasses.dataclass(frozen=True)
-class ProtocolConfig:
-    """Downstream protocol settings (REFERENCE.md 5-6).
-
-    Attributes:
-      protocol: "linear" (frozen encoder, SGD) or "finetune" (AdamW, layer-wise decay).
-      layer_decay: fine-tune: lr scale decay ** (depth + 1 - layer).
-      label_smoothing: fine-tune cross-entropy smoothing.
-      dropout: fine-tune head dropout.
-      momentum: linear-probe SGD momentum.
-      eval_every: epochs between evaluations on the test split.
-    """
-
-    protocol: str = "linear"
-    layer_decay: float = 0.8
-    label_smoothing: float = 0.1
-    dropout: float = 0.3
-    momentum: float = 0.9
-    eval_every: int = 1
-
-    def validate(self):
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        return self
 
 
 def build_classifier(model_config: ModelConfig, num_classes: int, protocol: ProtocolConfig) -> ActionClassifier:
