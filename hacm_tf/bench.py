@@ -134,7 +134,8 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     flops = pretrain_flops_per_sample(model)
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
-            "decoder_depth": config.decoder_depth, "xla": jit_compile, "steps": steps,
+            "decoder_depth": config.decoder_depth, "xla": jit_compile, "attention_remat": config.attention_remat,
+            "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(t_compile, 1),

@@ -101,6 +101,10 @@ class ModelConfig(_Serializable):
     ignored by MAMP / MAE. ``hacm_mode="reference"`` turns every ``ref_*`` switch
     on (the official code's behaviour); "corrected" turns them off; a switch set
     explicitly wins over the mode.
+
+    Attributes:
+      attention_remat: recompute the attention weights in the backward pass instead of keeping them
+        (identical results, less activation memory, a little more compute).
     """
 
     method: str = "hacm"
@@ -120,6 +124,7 @@ class ModelConfig(_Serializable):
     tau: float = 0.8
     motion_stride: int = 1
     norm_target: bool = True
+    attention_remat: bool = False
     # HA-CM components (ablation switches)
     hacm_mode: str = "corrected"
     hyperbolic: bool = True

@@ -12,9 +12,21 @@ from hacm_tf.layers.random import replica_seed
 LN_EPS = 1e-5
 
 
-def gelu_erf(x: tf.Tensor) -> tf.Tensor:
-    """Exact GELU written with erf (identical to Keras' exact gelu, but convertible to ONNX)."""
-    return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+@tf.custom_gradient
+def gelu_erf(x: tf.Tensor):
+    """Exact GELU x Phi(x) written with erf (Keras' exact gelu to float32 rounding, but convertible to ONNX).
+
+    Its gradient Phi(x) + x phi(x) is computed from x alone, so the backward pass keeps one tensor
+    per call instead of the forward's intermediates (less memory and element-wise work).
+    """
+    y = 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+    def grad(dy):
+        cdf = 0.5 * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+        pdf = tf.exp(-0.5 * tf.square(x)) / math.sqrt(2.0 * math.pi)
+        return dy * (cdf + x * pdf)
+
+    return y, grad
 
 
 def track_layers(owner, prefix: str, layers):
@@ -54,16 +66,21 @@ class DropPath(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable("hacm_tf")
 class Attention(keras.layers.Layer):
-    """Multi-head self-attention with one qkv projection. [B, N, D] -> [B, N, D]."""
+    """Multi-head self-attention with one qkv projection. [B, N, D] -> [B, N, D].
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, **kwargs):
+    ``remat=True`` recomputes the [B, H, N, N] attention weights in the backward pass instead of
+    keeping them (same results; less memory, a little more compute).
+    """
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, remat: bool = False, **kwargs):
         super().__init__(**kwargs)
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.dim, self.heads, self.qkv_bias = int(dim), int(heads), bool(qkv_bias)
+        self.dim, self.heads, self.qkv_bias, self.remat = int(dim), int(heads), bool(qkv_bias), bool(remat)
         self.scale = (dim // heads) ** -0.5
         self.qkv = dense(3 * dim, "qkv", use_bias=qkv_bias)
         self.proj = dense(dim, "proj")
+        self._core = tf.recompute_grad(self._attend) if self.remat else self._attend
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -74,12 +91,16 @@ class Attention(keras.layers.Layer):
         qkv = tf.reshape(self.qkv(x), [b, n, 3, self.heads, self.dim // self.heads])   # [B, N, 3, H, Dh]
         # [B, N, H, Dh] each; unstack's gradient is one stack, where slicing's is three zero-filled copies
         q, k, v = tf.unstack(qkv, axis=2)
+        return self.proj(tf.reshape(self._core(q, k, v), [b, n, self.dim]))
+
+    def _attend(self, q, k, v):
+        """softmax(q k^T / sqrt(Dh)) v per head: [B, N, H, Dh] x 3 -> [B, N, H, Dh]."""
         attn = tf.nn.softmax(tf.einsum("bqhd,bkhd->bhqk", q, k) * self.scale, axis=-1)  # [B, H, N, N]
-        out = tf.einsum("bhqk,bkhd->bqhd", attn, v)                                   # [B, N, H, Dh]
-        return self.proj(tf.reshape(out, [b, n, self.dim]))
+        return tf.einsum("bhqk,bkhd->bqhd", attn, v)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "qkv_bias": self.qkv_bias}
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "qkv_bias": self.qkv_bias,
+                "remat": self.remat}
 
 
 @keras.saving.register_keras_serializable("hacm_tf")
@@ -87,13 +108,13 @@ class TransformerBlock(keras.layers.Layer):
     """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))). [B, N, D] -> [B, N, D]."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0, **kwargs):
+                 drop_path: float = 0.0, remat: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.heads, self.mlp_ratio = int(dim), int(heads), float(mlp_ratio)
-        self.qkv_bias, self.drop_path = bool(qkv_bias), float(drop_path)
+        self.qkv_bias, self.drop_path, self.remat = bool(qkv_bias), float(drop_path), bool(remat)
         hidden = int(dim * mlp_ratio)
         self.norm1 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm1")
-        self.attn = Attention(dim, heads, qkv_bias, name="attn")
+        self.attn = Attention(dim, heads, qkv_bias, remat, name="attn")
         self.norm2 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm2")
         self.fc1 = dense(hidden, "fc1")
         self.fc2 = dense(dim, "fc2")
@@ -110,4 +131,4 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
-                "qkv_bias": self.qkv_bias, "drop_path": self.drop_path}
+                "qkv_bias": self.qkv_bias, "drop_path": self.drop_path, "remat": self.remat}
