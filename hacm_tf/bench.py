@@ -134,7 +134,7 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     flops = pretrain_flops_per_sample(model)
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
-            "decoder_depth": config.decoder_depth, "xla": jit_compile, "attention_remat": config.attention_remat,
+            "decoder_depth": config.decoder_depth, "xla": jit_compile, "remat": config.remat,
             "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
@@ -200,7 +200,7 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     step = tf.function(clf.train_step)
     med, first = _time(lambda: float(step((x, y))["loss"][0]), steps, warmup)
     flops = 3 * classifier_flops_per_sample(config, num_classes)
-    return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size,
+    return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": config.remat,
             "tokens": config.num_patches * len(clf.encoder.joints), "ms_per_step": round(1000 * med, 1),
             "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
             "achieved_gflops": round(flops * batch_size / med / 1e9, 1), "warmup_seconds": round(first, 1),

@@ -103,8 +103,9 @@ class ModelConfig(_Serializable):
     explicitly wins over the mode.
 
     Attributes:
-      attention_remat: recompute the attention weights in the backward pass instead of keeping them
-        (identical results, less activation memory, a little more compute).
+      remat: what the backward pass recomputes instead of keeping: "none", "attention" (the attention
+        weights of every block) or "block" (whole blocks from their input; needs drop_path 0). Same
+        results, less activation memory, more compute.
     """
 
     method: str = "hacm"
@@ -124,7 +125,7 @@ class ModelConfig(_Serializable):
     tau: float = 0.8
     motion_stride: int = 1
     norm_target: bool = True
-    attention_remat: bool = False
+    remat: str = "none"
     # HA-CM components (ablation switches)
     hacm_mode: str = "corrected"
     hyperbolic: bool = True
@@ -176,7 +177,11 @@ class ModelConfig(_Serializable):
         _check(self.curvature > 0, "curvature", f"must be positive, got {self.curvature}")
         _check(self.clip_radius >= 0, "clip_radius", f"must be >= 0, got {self.clip_radius}")
         _check(self.cc_temperature > 0, "cc_temperature", f"must be positive, got {self.cc_temperature}")
-        _check(1 <= self.motion_stride < self.window, "motion_stride", f"must be in [1, window), got {self.motion_stride}")
+        _check(1 <= self.motion_stride < self.window, "motion_stride",
+               f"must be in [1, window), got {self.motion_stride}")
+        _check(self.remat in ("none", "attention", "block"), "remat",
+               f"must be none, attention or block, got {self.remat!r}")
+        _check(self.remat != "block" or self.drop_path == 0, "remat", "'block' needs drop_path 0")
         if self.method == "hacm" and self.switch("ref_unshuffle"):
             _check(self.num_patches % 2 == 0, "window",
                    "ref_unshuffle needs an even number of temporal patches (equal groups)")

@@ -46,7 +46,8 @@ flags.DEFINE_list("batch_sizes", ["1", "64"], "inference: batch sizes.")
 flags.DEFINE_list("scale_batches", ["8", "16", "32", "64"], "scale: batch sizes at the paper's window.")
 flags.DEFINE_list("scale_windows", ["36", "72", "108", "144"], "scale: windows (frames) at batch 8.")
 flags.DEFINE_integer("model_window", None, "one: override the paper's window (internal).")
-flags.DEFINE_bool("attention_remat", False, "pretrain / finetune: recompute attention weights in the backward pass.")
+flags.DEFINE_enum("remat", "none", ["none", "attention", "block"],
+                  "pretrain / finetune: what the backward pass recomputes (ModelConfig.remat).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")
 FLAGS = flags.FLAGS
@@ -84,7 +85,9 @@ def one():
     sizes = dict(PAPER[FLAGS.method])
     if FLAGS.model_window:
         sizes["window"] = FLAGS.model_window
-    sizes["attention_remat"] = FLAGS.attention_remat
+    sizes["remat"] = FLAGS.remat
+    if FLAGS.kind == "finetune":
+        sizes["drop_path"] = 0.3   # REFERENCE.md 7
     cfg = ModelConfig(**sizes).validate()
     if FLAGS.kind == "profile":
         return bench.pretrain_profile(cfg, FLAGS.batch_size or 8, FLAGS.steps or 2)
@@ -122,7 +125,7 @@ def measured_suite(kind):
         child_kind = "pretrain" if kind == "scale" else kind
         args = [sys.executable, os.path.abspath(__file__), "--suite=one", f"--kind={child_kind}", f"--method={method}",
                 *extra] + ([f"--steps={FLAGS.steps}"] if FLAGS.steps else []) + (
-                    ["--attention_remat"] if FLAGS.attention_remat else [])
+                    [f"--remat={FLAGS.remat}"] if FLAGS.remat != "none" else [])
         r = subprocess.run(args, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{method} {extra} failed: {r.stderr[-2000:]}")

@@ -10,6 +10,7 @@ import tensorflow as tf
 from hacm_tf.layers.random import replica_seed
 
 LN_EPS = 1e-5
+REMAT_MODES = ("none", "attention", "block")
 
 
 @tf.custom_gradient
@@ -105,20 +106,31 @@ class Attention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable("hacm_tf")
 class TransformerBlock(keras.layers.Layer):
-    """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))). [B, N, D] -> [B, N, D]."""
+    """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))). [B, N, D] -> [B, N, D].
+
+    ``remat``: "none"; "attention" recomputes the attention weights in the backward pass; "block"
+    keeps only the block's input and recomputes the whole block, attention weights again in its backward
+    pass (needs drop_path 0). Results are the
+    same; memory goes down and compute up.
+    """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0, remat: bool = False, **kwargs):
+                 drop_path: float = 0.0, remat: str = "none", **kwargs):
         super().__init__(**kwargs)
+        if remat not in REMAT_MODES:
+            raise ValueError(f"remat must be one of {REMAT_MODES}, got {remat!r}")
+        if remat == "block" and drop_path > 0:
+            raise ValueError("remat='block' needs drop_path 0 (the recomputed pass must draw the same drops)")
         self.dim, self.heads, self.mlp_ratio = int(dim), int(heads), float(mlp_ratio)
-        self.qkv_bias, self.drop_path, self.remat = bool(qkv_bias), float(drop_path), bool(remat)
+        self.qkv_bias, self.drop_path, self.remat = bool(qkv_bias), float(drop_path), remat
         hidden = int(dim * mlp_ratio)
         self.norm1 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm1")
-        self.attn = Attention(dim, heads, qkv_bias, remat, name="attn")
+        self.attn = Attention(dim, heads, qkv_bias, remat in ("attention", "block"), name="attn")
         self.norm2 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm2")
         self.fc1 = dense(hidden, "fc1")
         self.fc2 = dense(dim, "fc2")
         self.drop = DropPath(drop_path, name="drop_path")
+        self._block = tf.recompute_grad(self._residuals) if remat == "block" else None
 
     def build(self, input_shape):
         for layer in (self.norm1, self.attn, self.norm2, self.fc1):
@@ -126,6 +138,11 @@ class TransformerBlock(keras.layers.Layer):
         self.fc2.build(input_shape[:-1] + (int(self.dim * self.mlp_ratio),))
 
     def call(self, x, training=False):
+        if self._block is not None:
+            return self._block(x)
+        return self._residuals(x, training)
+
+    def _residuals(self, x, training=False):
         x = x + self.drop(self.attn(self.norm1(x)), training=training)
         return x + self.drop(self.fc2(gelu_erf(self.fc1(self.norm2(x)))), training=training)
 

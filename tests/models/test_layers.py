@@ -26,12 +26,12 @@ def test_gelu_and_its_gradient_match_numpy():
     np.testing.assert_allclose(y.numpy(), tf.nn.gelu(xt, approximate=False).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_attention_remat_gives_the_same_outputs_and_gradients(jit):
+@pytest.mark.parametrize("remat,jit", [("attention", False), ("attention", True), ("block", False), ("block", True)])
+def test_remat_gives_the_same_outputs_and_gradients(remat, jit):
     x = tf.random.stateless_normal([2, 10, 16], seed=[1, 2])
     results = []
-    for remat in (False, True):
-        block = TransformerBlock(16, 4, remat=remat)
+    for mode in ("none", remat):
+        block = TransformerBlock(16, 4, remat=mode)
         block.build((None, 10, 16))
         if results:
             for v, w in zip(block.weights, results[0][2]):
@@ -46,7 +46,12 @@ def test_attention_remat_gives_the_same_outputs_and_gradients(jit):
 
         loss, grads = loss_and_grads(x)
         results.append((loss.numpy(), [g.numpy() for g in grads], [w.numpy() for w in block.weights]))
-    assert TransformerBlock.from_config(block.get_config()).remat
+    assert TransformerBlock.from_config(block.get_config()).remat == remat
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6)
     for a, b in zip(results[1][1], results[0][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_block_remat_refuses_drop_path():
+    with pytest.raises(ValueError, match="drop_path"):
+        TransformerBlock(16, 4, drop_path=0.1, remat="block")
