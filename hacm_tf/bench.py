@@ -76,7 +76,7 @@ def pretrain_flops_per_sample(model) -> float:
     return seqs * (3 * fwd + criteria)
 
 
-def _pretrain_step(config, batch_size: int, jit_compile: bool = False, seed: int = 0):
+def _pretrain_step(config, batch_size: int, jit_compile: bool = False, seed: int = 0, micro_batches: int = 1):
     """A built MaskedPretrainer with AdamW, its train_step as a tf.function and a batch of random walks
     [B, T, M, V, 3]."""
     import tensorflow as tf
@@ -88,6 +88,7 @@ def _pretrain_step(config, batch_size: int, jit_compile: bool = False, seed: int
     model.build()
     model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables))
     model.optimizer.build(model.trainable_variables)
+    model.micro_batches = micro_batches
     if jit_compile:
         model.enable_xla()
     return model, tf.function(model.train_step), tf.constant(_random_clips(config, batch_size, seed))
@@ -111,14 +112,14 @@ def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0)
 
 
 def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, jit_compile: bool = False,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, micro_batches: int = 1) -> dict:
     """Pretraining samples/s and ms/step (fwd + bwd + AdamW) of a ModelConfig on random skeletons."""
     import resource
 
     import numpy as np
     import tensorflow as tf
 
-    model, step, x = _pretrain_step(config, batch_size, jit_compile, seed)
+    model, step, x = _pretrain_step(config, batch_size, jit_compile, seed, micro_batches)
     t_compile = time.perf_counter()
     for _ in range(warmup):
         step((x, tf.zeros([batch_size], tf.int64)))
@@ -135,7 +136,7 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
             "decoder_depth": config.decoder_depth, "xla": jit_compile, "remat": config.remat,
-            "steps": steps,
+            "micro_batches": micro_batches, "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(t_compile, 1),

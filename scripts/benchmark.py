@@ -46,6 +46,7 @@ flags.DEFINE_list("batch_sizes", ["1", "64"], "inference: batch sizes.")
 flags.DEFINE_list("scale_batches", ["8", "16", "32", "64"], "scale: batch sizes at the paper's window.")
 flags.DEFINE_list("scale_windows", ["36", "72", "108", "144"], "scale: windows (frames) at batch 8.")
 flags.DEFINE_integer("model_window", None, "one: override the paper's window (internal).")
+flags.DEFINE_integer("micro_batches", 1, "pretrain: parts per batch whose gradients are averaged.")
 flags.DEFINE_enum("remat", "none", ["none", "attention", "block"],
                   "pretrain / finetune: what the backward pass recomputes (ModelConfig.remat).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
@@ -92,7 +93,8 @@ def one():
     if FLAGS.kind == "profile":
         return bench.pretrain_profile(cfg, FLAGS.batch_size or 8, FLAGS.steps or 2)
     if FLAGS.kind == "pretrain":
-        return bench.pretrain_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3, jit_compile=FLAGS.xla == "on")
+        return bench.pretrain_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3, jit_compile=FLAGS.xla == "on",
+                                         micro_batches=FLAGS.micro_batches)
     if FLAGS.kind == "finetune":
         return bench.finetune_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3)
     return bench.inference_throughput(cfg, FLAGS.batch_size or 1, FLAGS.steps or 5,
@@ -125,7 +127,8 @@ def measured_suite(kind):
         child_kind = "pretrain" if kind == "scale" else kind
         args = [sys.executable, os.path.abspath(__file__), "--suite=one", f"--kind={child_kind}", f"--method={method}",
                 *extra] + ([f"--steps={FLAGS.steps}"] if FLAGS.steps else []) + (
-                    [f"--remat={FLAGS.remat}"] if FLAGS.remat != "none" else [])
+                    [f"--remat={FLAGS.remat}"] if FLAGS.remat != "none" else []) + (
+                    [f"--micro_batches={FLAGS.micro_batches}"] if FLAGS.micro_batches > 1 else [])
         r = subprocess.run(args, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{method} {extra} failed: {r.stderr[-2000:]}")

@@ -81,6 +81,7 @@ class MaskedPretrainer(keras.Model):
         self.trackers = {k: keras.metrics.Mean(name=k) for k in
                          ("loss", "loss_rec", "loss_cc", "mask_ratio", "grad_norm")}
         self.nonfinite_policy = "stop"
+        self.micro_batches = 1
         self._xla_step = None
 
     # ------------------------------------------------------------------ construction
@@ -331,6 +332,38 @@ class MaskedPretrainer(keras.Model):
         return list(self.trackers.values())
 
     def _loss_and_grads(self, x, noise):
+        """Losses and gradients of a batch, in ``micro_batches`` parts run one after the other (a
+        while loop) whose gradients and scalar losses are averaged. Every part has the same number
+        of clips and of masked tokens per clip, so this is the full batch's update, except that
+        HA-CM's in-batch cross-contrast compares clips within each part (as it does within each
+        replica under tf.distribute)."""
+        k = self.micro_batches
+        if k == 1:
+            return self._part_loss_and_grads(x, noise)
+        n = tf.shape(x)[0]
+        tf.debugging.assert_equal(n % k, 0, message=f"batch is not divisible by micro_batches={k}")
+        xs = tf.reshape(x, tf.concat([[k, n // k], tf.shape(x)[1:]], axis=0))
+        ns = [tf.reshape(z, [k, -1, z.shape[-1]]) for z in noise]     # rows n * M + m: clips stay whole
+
+        def scalars(out):
+            return [out["loss"], out["loss_rec"], out["loss_cc"], tf.reduce_mean(out["mask"])]
+
+        out0, grads0 = self._part_loss_and_grads(xs[0], [z[0] for z in ns])
+        live = [i for i, g in enumerate(grads0) if g is not None]      # the l1 / l2 projections get none
+
+        def body(i, grads, stats):
+            out, g = self._part_loss_and_grads(xs[i], [z[i] for z in ns])
+            return i + 1, [a + g[j] for a, j in zip(grads, live)], [a + b for a, b in zip(stats, scalars(out))]
+
+        _, grads, stats = tf.while_loop(lambda i, *_: i < k, body,
+                                        (tf.constant(1), [grads0[j] for j in live], scalars(out0)))
+        full = [None] * len(grads0)
+        for j, g in zip(live, grads):
+            full[j] = g / k
+        loss, rec, cc, mask = [v / k for v in stats]
+        return {"loss": loss, "loss_rec": rec, "loss_cc": cc, "mask": mask}, full
+
+    def _part_loss_and_grads(self, x, noise):
         n_rep = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             out = self.compute_losses(x, noise, training=True)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
 from hacm_tf.models.pretrainer import MaskedPretrainer
 from hacm_tf.skeleton import get_layout
@@ -55,6 +55,10 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy or tf.distribute.get_strategy()
+    parts = train_config.micro_batches * strategy.num_replicas_in_sync
+    if data_config.batch_size % parts:
+        raise ConfigError(f"batch_size {data_config.batch_size} is not divisible by micro_batches x replicas = "
+                          f"{train_config.micro_batches} x {strategy.num_replicas_in_sync}")
     info = tfrecord.load_info(data_dir)
     check_data_for_model(info, data_dir, model_config)
     spe = steps_per_epoch(info["splits"]["train"], data_config.batch_size, train_config.steps_per_epoch)
@@ -66,6 +70,7 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
         model = MaskedPretrainer(model_config.to_dict(), seed=seed)
         model.build()
         model.nonfinite_policy = train_config.nonfinite
+        model.micro_batches = train_config.micro_batches
         schedule = optim.WarmupCosine(train_config.lr, train_config.min_lr, train_config.warmup_epochs,
                                       train_config.epochs, spe)
         opt = optim.adamw(schedule, model.trainable_variables, train_config.weight_decay,

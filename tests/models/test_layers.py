@@ -55,3 +55,43 @@ def test_remat_gives_the_same_outputs_and_gradients(remat, jit):
 def test_block_remat_refuses_drop_path():
     with pytest.raises(ValueError, match="drop_path"):
         TransformerBlock(16, 4, drop_path=0.1, remat="block")
+
+
+@pytest.mark.parametrize("method,jit", [("hacm", False), ("mamp", True)])
+def test_micro_batches_give_the_full_batch_update(method, jit):
+    """Exact for everything but HA-CM's in-batch cross-contrast (which, as across replicas, then
+    contrasts within each part; see the next test), so HA-CM runs with cc_weight 0 here."""
+    from hacm_tf import bench
+    from hacm_tf.config import ModelConfig
+
+    cfg = ModelConfig(method=method, window=12, t_patch=3 if method == "hacm" else 4, dim=16, depth=1, heads=2,
+                      decoder_dim=16, decoder_depth=1, decoder_heads=2, cc_weight=0.0).validate()
+    model, _, x = bench._pretrain_step(cfg, 4)
+    noise = model.sample_noise(8)
+    step = tf.function(model._loss_and_grads, jit_compile=jit)
+    full_out, full_grads = step(x, noise)
+    model.micro_batches = 2
+    step = tf.function(model._loss_and_grads, jit_compile=jit)
+    out, grads = step(x, noise)
+    for key in ("loss", "loss_rec") + (("loss_cc",) if method != "hacm" else ()):   # HA-CM logs loss_cc
+        np.testing.assert_allclose(out[key].numpy(), full_out[key].numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out["mask"].numpy(), np.mean(full_out["mask"].numpy()), rtol=1e-6)
+    assert [g is None for g in grads] == [g is None for g in full_grads]
+    for a, b in zip(grads, full_grads):
+        if a is not None:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batches_contrast_within_each_part():
+    from hacm_tf import bench
+    from hacm_tf.config import ModelConfig
+
+    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=2, decoder_dim=16, decoder_depth=1,
+                      decoder_heads=2).validate()
+    model, _, x = bench._pretrain_step(cfg, 4)
+    noise = model.sample_noise(8)
+    parts = [model.compute_losses(x[i:i + 2], [n[2 * i:2 * i + 4] for n in noise]) for i in (0, 2)]
+    model.micro_batches = 2
+    out, _ = model._loss_and_grads(x, noise)
+    for key in ("loss", "loss_rec", "loss_cc"):
+        np.testing.assert_allclose(out[key].numpy(), np.mean([p[key].numpy() for p in parts]), rtol=1e-5)

@@ -156,3 +156,16 @@ def test_a_failing_checkpoint_write_stops_with_the_reason_and_keeps_earlier_ones
     monkeypatch.setattr(tf.train.CheckpointManager, "save", original)
     keras.backend.clear_session()
     assert pretrain(str(tmp_path), synthetic_dir, model_config("mae"), DATA, tc)["steps"] == 6
+
+
+def test_micro_batches_run_and_must_divide_the_batch(synthetic_dir, tmp_path):
+    from hacm_tf.config import ConfigError
+
+    with pytest.raises(ConfigError, match="micro_batches"):
+        pretrain(str(tmp_path / "bad"), synthetic_dir, model_config("hacm"), DATA,
+                 TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0, micro_batches=3, jit_compile=False))
+    assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+    final = pretrain(str(tmp_path / "ok"), synthetic_dir, model_config("hacm"), DATA,
+                     TrainConfig(epochs=1, steps_per_epoch=2, warmup_epochs=0, micro_batches=2, jit_compile=False))
+    assert final["steps"] == 2 and np.isfinite(final["last_epoch"]["loss"])
+    assert json.load(open(tmp_path / "ok" / "config.json"))["train"]["micro_batches"] == 2
