@@ -93,6 +93,10 @@ REFERENCE_SWITCHES = (
 )
 
 
+# what the backward pass may recompute (ModelConfig.remat, TransformerBlock)
+REMAT_MODES = ("none", "attention", "block")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(_Serializable):
     """Encoder, decoder and masking of a pretrainer (HA-CM, MAMP or MAE) and its downstream encoder.
@@ -179,8 +183,7 @@ class ModelConfig(_Serializable):
         _check(self.cc_temperature > 0, "cc_temperature", f"must be positive, got {self.cc_temperature}")
         _check(1 <= self.motion_stride < self.window, "motion_stride",
                f"must be in [1, window), got {self.motion_stride}")
-        _check(self.remat in ("none", "attention", "block"), "remat",
-               f"must be none, attention or block, got {self.remat!r}")
+        _check(self.remat in REMAT_MODES, "remat", f"must be one of {REMAT_MODES}, got {self.remat!r}")
         _check(self.remat != "block" or self.drop_path == 0, "remat", "'block' needs drop_path 0")
         if self.method == "hacm" and self.switch("ref_unshuffle"):
             _check(self.num_patches % 2 == 0, "window",

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 from hacm_tf import cli  # noqa: E402
+from hacm_tf.config import REMAT_MODES  # noqa: E402
 
 flags.DEFINE_enum("suite", "data", ["data", "pretrain", "finetune", "inference", "profile", "scale", "one"],
                   "What to measure.")
@@ -47,7 +48,7 @@ flags.DEFINE_list("scale_batches", ["8", "16", "32", "64"], "scale: batch sizes 
 flags.DEFINE_list("scale_windows", ["36", "72", "108", "144"], "scale: windows (frames) at batch 8.")
 flags.DEFINE_integer("model_window", None, "one: override the paper's window (internal).")
 flags.DEFINE_integer("micro_batches", 1, "pretrain: parts per batch whose gradients are averaged.")
-flags.DEFINE_enum("remat", "none", ["none", "attention", "block"],
+flags.DEFINE_enum("remat", "none", list(REMAT_MODES),
                   "pretrain / finetune: what the backward pass recomputes (ModelConfig.remat).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")

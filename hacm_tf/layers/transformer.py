@@ -7,10 +7,10 @@ import math
 import keras
 import tensorflow as tf
 
+from hacm_tf.config import REMAT_MODES
 from hacm_tf.layers.random import replica_seed
 
 LN_EPS = 1e-5
-REMAT_MODES = ("none", "attention", "block")
 
 
 @tf.custom_gradient
@@ -109,9 +109,8 @@ class TransformerBlock(keras.layers.Layer):
     """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))). [B, N, D] -> [B, N, D].
 
     ``remat``: "none"; "attention" recomputes the attention weights in the backward pass; "block"
-    keeps only the block's input and recomputes the whole block, attention weights again in its backward
-    pass (needs drop_path 0). Results are the
-    same; memory goes down and compute up.
+    keeps only the block's input and recomputes the whole block, attention weights again in its
+    backward pass (needs drop_path 0). Results are the same; memory goes down and compute up.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
