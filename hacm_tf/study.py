@@ -44,6 +44,7 @@ class StudyConfig:
       seeds: seeds per variant.
       eval_every: epochs between test-split evaluations in the downstream runs (the last epoch is always
         evaluated; "best epoch" is the best of the evaluated ones).
+      semi_eval_every: the same for the 10 %-label runs, whose epochs are a tenth as long (0: eval_every).
     """
 
     layout: str = "kinect_v1_20"
@@ -60,14 +61,15 @@ class StudyConfig:
     semi_epochs: int = 15
     seeds: int = 3
     eval_every: int = 1
+    semi_eval_every: int = 0
 
     @classmethod
     def synthetic(cls) -> "StudyConfig":
         """The synthetic study's CPU preset: NTU-25, two persons, 36-frame windows, shorter runs and
-        evaluation every few epochs, so that nine variants x three seeds of pretraining, linear probe and
-        10 %-label fine-tune fit in about an hour on 2 cores."""
+        evaluation every few epochs. The 10 %-label runs see 60 clips (one batch per epoch), so they get
+        100 epochs = 100 optimisation steps, evaluated every 10."""
         return cls(layout="ntu25", num_persons=2, window=36, pretrain_epochs=8, linear_epochs=6,
-                   finetune_epochs=10, semi_epochs=10, eval_every=3)
+                   finetune_epochs=10, semi_epochs=100, eval_every=3, semi_eval_every=10)
 
     @classmethod
     def paper(cls, layout="ntu25", num_persons=2) -> "StudyConfig":
@@ -136,19 +138,26 @@ def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[st
     return summary
 
 
-def _downstream(work, data_dir, cfg, data, study, protocol, pretrained, seed, downstream):
+def protocol_configs(study: StudyConfig, protocol: str, cfg: ModelConfig, data: DataConfig):
+    """(model, data, train, protocol) configs of one downstream run of the study."""
+    from hacm_tf.config import ProtocolConfig
+
     if protocol == "linear":
         train = TrainConfig(epochs=study.linear_epochs, lr=0.1, min_lr=0.0, warmup_epochs=0, weight_decay=0.0,
                             log_every=20, jit_compile=False)
-        proto = downstream.ProtocolConfig("linear", eval_every=study.eval_every)
-    else:
-        epochs = study.finetune_epochs if protocol == "finetune" else study.semi_epochs
-        train = TrainConfig(epochs=epochs, lr=1e-3, min_lr=1e-5, warmup_epochs=max(1, epochs // 10),
-                            beta_2=0.999, log_every=20, jit_compile=False)
-        proto = downstream.ProtocolConfig("finetune", eval_every=study.eval_every)
-        cfg = dataclasses.replace(cfg, drop_path=0.1)
-        if protocol == "semi10":
-            data = dataclasses.replace(data, semi_ratio=0.1, semi_stratified=True)
+        return cfg, data, train, ProtocolConfig("linear", eval_every=study.eval_every)
+    epochs = study.finetune_epochs if protocol == "finetune" else study.semi_epochs
+    train = TrainConfig(epochs=epochs, lr=1e-3, min_lr=1e-5, warmup_epochs=max(1, epochs // 10),
+                        beta_2=0.999, log_every=20, jit_compile=False)
+    every = study.semi_eval_every if protocol == "semi10" and study.semi_eval_every else study.eval_every
+    cfg = dataclasses.replace(cfg, drop_path=0.1)
+    if protocol == "semi10":
+        data = dataclasses.replace(data, semi_ratio=0.1, semi_stratified=True)
+    return cfg, data, train, ProtocolConfig("finetune", eval_every=every)
+
+
+def _downstream(work, data_dir, cfg, data, study, protocol, pretrained, seed, downstream):
+    cfg, data, train, proto = protocol_configs(study, protocol, cfg, data)
     return downstream.train_classifier(work, data_dir, cfg, data, train, proto, pretrained, seed=seed)
 
 

@@ -34,3 +34,17 @@ def test_synthetic_preset_and_variants():
     model = study.model_config(cfg, study.VARIANTS["hacm_spatial_only"])
     assert model.method == "hacm" and not model.temporal_criterion and model.t_patch == 3
     assert study.model_config(cfg, study.VARIANTS["mamp"]).t_patch == 4
+
+
+def test_protocol_configs_semi_schedule():
+    cfg = study.StudyConfig.synthetic()
+    model = study.model_config(cfg, study.VARIANTS["hacm_corrected"])
+    data = study.DataConfig(window=cfg.window, batch_size=cfg.batch_size)
+    _, _, lin_train, lin_proto = study.protocol_configs(cfg, "linear", model, data)
+    assert (lin_train.epochs, lin_train.lr, lin_proto.protocol, lin_proto.eval_every) == (6, 0.1, "linear", 3)
+    semi_model, semi_data, semi_train, semi_proto = study.protocol_configs(cfg, "semi10", model, data)
+    assert (semi_data.semi_ratio, semi_model.drop_path, semi_proto.protocol) == (0.1, 0.1, "finetune")
+    # 600 training clips -> 60 labelled = one batch of 32 per epoch: 100 epochs give 100 steps
+    assert semi_train.epochs * (600 // 10 // cfg.batch_size) >= 100 and semi_proto.eval_every == 10
+    _, ft_data, _, ft_proto = study.protocol_configs(cfg, "finetune", model, data)
+    assert ft_data.semi_ratio == data.semi_ratio and ft_proto.eval_every == 3
