@@ -116,22 +116,16 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     """Pretraining samples/s and ms/step (fwd + bwd + AdamW) of a ModelConfig on random skeletons."""
     import resource
 
-    import numpy as np
     import tensorflow as tf
 
     model, step, x = _pretrain_step(config, batch_size, jit_compile, seed, micro_batches)
-    t_compile = time.perf_counter()
-    for _ in range(warmup):
-        step((x, tf.zeros([batch_size], tf.int64)))
-    float(model.trackers["loss"].result())
-    t_compile = time.perf_counter() - t_compile
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step((x, tf.zeros([batch_size], tf.int64)))
-        float(model.trackers["loss"].result())
-        times.append(time.perf_counter() - t0)
-    med = float(np.median(times))
+    labels = tf.zeros([batch_size], tf.int64)
+
+    def run_step():
+        step((x, labels))
+        float(model.trackers["loss"].result())  # waits for the step
+
+    med, t_compile = _time(run_step, steps, warmup)
     flops = pretrain_flops_per_sample(model)
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,

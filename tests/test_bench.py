@@ -64,3 +64,19 @@ def test_scale_plot_is_written(tmp_path):
                  share_of_peak=0.5) for b, w in ((8, 72), (16, 72), (8, 36), (8, 144))]
     viz.plot_scale(rows, str(tmp_path / "scale.png"))
     assert (tmp_path / "scale.png").stat().st_size > 1000
+
+
+def test_throughput_reports_are_consistent():
+    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=2, decoder_dim=16,
+                      decoder_depth=1, decoder_heads=2).validate()
+    pre = bench.pretrain_throughput(cfg, batch_size=2, steps=2, warmup=1)
+    assert pre["ms_per_step"] > 0 and pre["warmup_seconds"] > 0
+    assert pre["samples_per_second"] == pytest.approx(2000 / pre["ms_per_step"], rel=0.01)
+    from hacm_tf.models.encoder import token_joints
+
+    tokens = cfg.num_patches * len(token_joints(cfg))
+    assert (pre["method"], pre["batch_size"], pre["tokens"], pre["micro_batches"]) == ("hacm", 2, tokens, 1)
+    fine = bench.finetune_throughput(cfg, batch_size=2, steps=2, warmup=1, num_classes=5)
+    assert fine["samples_per_second"] > 0
+    inf = bench.inference_throughput(cfg, batch_size=1, steps=2, warmup=1)
+    assert inf["samples_per_second"] > 0
