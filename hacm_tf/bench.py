@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import List
 
 from hacm_tf.config import DataConfig
 
@@ -174,6 +175,63 @@ def _time(fn, steps, warmup):
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), first
+
+
+def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: int = 8, mlp_ratio: float = 4.0,
+                 steps: int = 7, warmup: int = 2) -> List[dict]:
+    """Rates of the kernels a transformer training step is made of, each alone at the step's shapes.
+
+    ``sequences`` token sequences of ``tokens`` x ``dim`` (a batch of 32 two-person clips = 64):
+    the MLP's forward matmul and its two gradient matmuls (transposed operands), the attention
+    products, and the memory-bound element-wise kernels (softmax over the attention scores, GELU,
+    LayerNorm). Returns rows with ms (median), GFLOP/s for matmuls and GB/s (bytes read + written)
+    for element-wise kernels.
+    """
+    import tensorflow as tf
+
+    from hacm_tf.layers.transformer import gelu_erf
+
+    rows_n, hidden, head_dim = sequences * tokens, int(dim * mlp_ratio), dim // heads
+    g = tf.random.Generator.from_seed(0)
+    x, h = g.normal([rows_n, dim]), g.normal([rows_n, hidden])
+    w = g.normal([dim, hidden])
+    q, k = g.normal([sequences, heads, tokens, head_dim]), g.normal([sequences, heads, tokens, head_dim])
+    scores = g.normal([sequences, heads, tokens, tokens])
+
+    def layer_norm(t):
+        mean, var = tf.nn.moments(t, axes=[-1], keepdims=True)
+        return (t - mean) * tf.math.rsqrt(var + 1e-5)
+
+    mm = 2.0 * rows_n * dim * hidden
+    att = 2.0 * sequences * heads * tokens * tokens * head_dim
+    kernels = [
+        ("MLP matmul, forward", "[%d, %d] @ [%d, %d]" % (rows_n, dim, dim, hidden), lambda: tf.matmul(x, w), mm, 0),
+        ("MLP matmul, input gradient", "[%d, %d] @ [%d, %d]^T" % (rows_n, hidden, dim, hidden),
+         lambda: tf.matmul(h, w, transpose_b=True), mm, 0),
+        ("MLP matmul, weight gradient", "[%d, %d]^T @ [%d, %d]" % (rows_n, dim, rows_n, hidden),
+         lambda: tf.matmul(x, h, transpose_a=True), mm, 0),
+        ("attention scores q k^T", "%d x [%d, %d] @ [%d, %d]^T" % (sequences * heads, tokens, head_dim, tokens,
+                                                                    head_dim),
+         lambda: tf.einsum("bhqd,bhkd->bhqk", q, k), att, 0),
+        ("attention probs @ v", "%d x [%d, %d] @ [%d, %d]" % (sequences * heads, tokens, tokens, tokens, head_dim),
+         lambda: tf.einsum("bhqk,bhkd->bhqd", scores, q), att, 0),
+        ("softmax of the scores", "[%d, %d, %d, %d]" % (sequences, heads, tokens, tokens),
+         lambda: tf.nn.softmax(scores), 0, 8.0 * scores.shape.num_elements()),
+        ("GELU (erf)", "[%d, %d]" % (rows_n, hidden), lambda: gelu_erf(h), 0,
+         8.0 * h.shape.num_elements()),
+        ("LayerNorm", "[%d, %d]" % (rows_n, dim), lambda: layer_norm(x), 0, 8.0 * x.shape.num_elements()),
+    ]
+    rows = []
+    for name, shape, fn, flops, nbytes in kernels:
+        call = tf.function(lambda fn=fn: tf.reshape(fn(), [-1])[0])
+        med, _ = _time(lambda: call().numpy(), steps, warmup)
+        row = {"kernel": name, "shape": shape, "ms": round(1000 * med, 2)}
+        if flops:
+            row["gflops"] = round(flops / med / 1e9, 1)
+        else:
+            row["gb_per_second"] = round(nbytes / med / 1e9, 1)
+        rows.append(row)
+    return rows
 
 
 def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, num_classes: int = 60) -> dict:

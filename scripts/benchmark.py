@@ -6,6 +6,7 @@
   python scripts/benchmark.py --suite=inference [--methods=hacm,mamp] [--batch_sizes=1,64]
   python scripts/benchmark.py --suite=profile [--methods=hacm] [--batch_size=8]
   python scripts/benchmark.py --suite=scale [--scale_batches=8,16,32,64] [--scale_windows=36,72,108,144]
+  python scripts/benchmark.py --suite=kernels [--batch_size=32]
 
 ``data``: tf.data training pipeline samples/s (a synthetic set is built when --data_dir is absent).
 ``pretrain`` / ``finetune`` / ``inference`` (Keras model, Keras + XLA, exported SavedModel): samples/s,
@@ -16,6 +17,9 @@ its own.
 kernel time of a step goes (matmul, element-wise, layout, softmax, ...; no XLA, from a profiler trace).
 ``scale``: HA-CM pretraining step time (XLA) against batch size and window length (tokens); --plot
 writes a PNG.
+``kernels``: each kernel of a transformer training step alone at the step's shapes (HA-CM decoder, 432
+tokens, width 256, batch of two-person clips): the MLP matmul forward and its gradients, the attention
+products, softmax, GELU, LayerNorm; GFLOP/s against the matmul peak, GB/s for the memory-bound ones.
 """
 
 import json
@@ -31,7 +35,8 @@ from absl import flags  # noqa: E402
 from hacm_tf import cli  # noqa: E402
 from hacm_tf.config import REMAT_MODES  # noqa: E402
 
-flags.DEFINE_enum("suite", "data", ["data", "pretrain", "finetune", "inference", "profile", "scale", "one"],
+flags.DEFINE_enum("suite", "data", ["data", "pretrain", "finetune", "inference", "profile", "scale", "kernels",
+                                          "one"],
                   "What to measure.")
 flags.DEFINE_string("data_dir", None, "TFRecord directory (default: build a synthetic one).")
 flags.DEFINE_integer("batch_size", None, "Batch size (default 128 for data, 32 for pretrain).")
@@ -77,6 +82,23 @@ def data_suite():
     result = dict(runs[len(runs) // 2])
     result["all_samples_per_second"] = [r["samples_per_second"] for r in runs]
     return result
+
+
+def kernels_suite():
+    from hacm_tf import bench
+
+    peak = bench.matmul_peak()
+    batch = FLAGS.batch_size or 32
+    rows = bench.kernel_rates(sequences=2 * batch, steps=FLAGS.steps or 7)
+    lines = ["| kernel | shape | ms | GFLOP/s | share of matmul peak | GB/s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "gflops" in r:
+            r["share_of_peak"] = round(r["gflops"] / peak, 3)
+        share = f"{100 * r['share_of_peak']:.0f} %" if "gflops" in r else ""
+        lines.append(f"| {r['kernel']} | {r['shape']} | {r['ms']} | {r.get('gflops', '')} | {share} | "
+                     f"{r.get('gb_per_second', '')} |")
+    return {"benchmark": "kernels", "batch_size": batch, "matmul_peak_gflops": round(peak, 1), "rows": rows,
+            "markdown": "\n".join(lines)}
 
 
 def one():
@@ -177,6 +199,8 @@ def main(argv):
         result = data_suite()
     elif FLAGS.suite == "one":
         result = one()
+    elif FLAGS.suite == "kernels":
+        result = kernels_suite()
     else:
         result = measured_suite(FLAGS.suite)
     text = json.dumps(result, indent=None if FLAGS.suite == "one" else 1)

@@ -80,3 +80,12 @@ def test_throughput_reports_are_consistent():
     assert fine["samples_per_second"] > 0
     inf = bench.inference_throughput(cfg, batch_size=1, steps=2, warmup=1)
     assert inf["samples_per_second"] > 0
+
+
+def test_kernel_rates_cover_the_step_kernels():
+    rows = bench.kernel_rates(sequences=2, tokens=12, dim=16, heads=2, steps=1, warmup=1)
+    names = [r["kernel"] for r in rows]
+    assert len(names) == 8 and "softmax of the scores" in names and "MLP matmul, weight gradient" in names
+    assert all(r["ms"] > 0 and ("gflops" in r) != ("gb_per_second" in r) for r in rows)
+    assert [("gflops" in r) for r in rows] == [True] * 5 + [False] * 3
+    assert rows[0]["shape"] == "[24, 16] @ [16, 64]"
