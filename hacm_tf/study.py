@@ -67,9 +67,9 @@ class StudyConfig:
     def synthetic(cls) -> "StudyConfig":
         """The synthetic study's CPU preset: NTU-25, two persons, 36-frame windows, shorter runs and
         evaluation every few epochs. The 10 %-label runs see 60 clips (one batch per epoch), so they get
-        100 epochs = 100 optimisation steps, evaluated every 10."""
+        100 epochs = 100 optimisation steps, evaluated every 25."""
         return cls(layout="ntu25", num_persons=2, window=36, pretrain_epochs=8, linear_epochs=6,
-                   finetune_epochs=10, semi_epochs=100, eval_every=3, semi_eval_every=10)
+                   finetune_epochs=10, semi_epochs=100, eval_every=3, semi_eval_every=25)
 
     @classmethod
     def paper(cls, layout="ntu25", num_persons=2) -> "StudyConfig":

@@ -45,6 +45,6 @@ def test_protocol_configs_semi_schedule():
     semi_model, semi_data, semi_train, semi_proto = study.protocol_configs(cfg, "semi10", model, data)
     assert (semi_data.semi_ratio, semi_model.drop_path, semi_proto.protocol) == (0.1, 0.1, "finetune")
     # 600 training clips -> 60 labelled = one batch of 32 per epoch: 100 epochs give 100 steps
-    assert semi_train.epochs * (600 // 10 // cfg.batch_size) >= 100 and semi_proto.eval_every == 10
+    assert semi_train.epochs * (600 // 10 // cfg.batch_size) >= 100 and semi_proto.eval_every == 25
     _, ft_data, _, ft_proto = study.protocol_configs(cfg, "finetune", model, data)
     assert ft_data.semi_ratio == data.semi_ratio and ft_proto.eval_every == 3
