@@ -76,7 +76,8 @@ def plot_masks(mask_grid: np.ndarray, layout: JointLayout, path: str, title: str
     ax.imshow(img, aspect="auto", interpolation="nearest")
     ax.set_yticks(range(v))
     ax.set_yticklabels(names, fontsize=6)
-    ax.set_xlabel("temporal patch: blue = visible, temporal group (even); orange = visible, spatial group (odd); grey = masked", fontsize=6)
+    ax.set_xlabel("temporal patch: blue = visible, temporal group (even); orange = visible, spatial group (odd); "
+                  "grey = masked", fontsize=6)
     ax.set_title(title or f"visible tokens: {int((mask_grid == 0).sum())} of {mask_grid.size}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)

@@ -20,7 +20,8 @@ from hacm_tf import cli  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "A linear-probe or fine-tune run directory (latest checkpoint).")
 flags.DEFINE_string("checkpoint", None, "Or: a checkpoint prefix inside such a run.")
-flags.DEFINE_string("export_dir", None, "Model base path; the SavedModel goes to <export_dir>/<version>/.", required=True)
+flags.DEFINE_string("export_dir", None, "Model base path; the SavedModel goes to <export_dir>/<version>/.",
+                    required=True)
 flags.DEFINE_integer("version", 1, "Model version (TF Serving serves the highest).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx"], "onnx: also convert to <version>/model.onnx.")

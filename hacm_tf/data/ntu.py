@@ -193,7 +193,8 @@ def parse_skeleton_file(path: str, num_joints: int = NUM_JOINTS, max_bodies: int
             try:
                 info = np.array(body_line[1:], dtype=np.float64)
             except ValueError:
-                raise DataError(path, f"non-numeric value in the body info line {' '.join(body_line)!r}", line=cur.pos) from None
+                raise DataError(path, f"non-numeric value in the body info line {' '.join(body_line)!r}",
+                                line=cur.pos) from None
             n_joints = cur.count("joint count", maximum=10000)
             if n_joints != num_joints:
                 raise DataError(path, f"expected {num_joints} joints, found {n_joints}", line=cur.pos)
@@ -281,7 +282,8 @@ def assemble_actors(raw: RawSkeleton, path: Optional[str] = None) -> np.ndarray:
         return joints
     ranked = denoise_bodies(raw.bodies)
     if not ranked:
-        raise DataError(path or raw.name, f"all {len(raw.bodies)} bodies were removed as noise (length <= {LENGTH_THRESHOLD})")
+        raise DataError(path or raw.name,
+                        f"all {len(raw.bodies)} bodies were removed as noise (length <= {LENGTH_THRESHOLD})")
     if len(ranked) == 1:
         joints = np.zeros((num_frames, 75), np.float32)
         _write(joints, ranked[0], slice(0, 75))

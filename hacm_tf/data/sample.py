@@ -43,7 +43,8 @@ class Sample:
             raise DataError(where, f"sample {self.name}: zero frames")
         if not np.all(np.isfinite(x)):
             bad = np.argwhere(~np.isfinite(x))[0]
-            raise DataError(where, f"sample {self.name}: non-finite value at frame {bad[0]}, person {bad[1]}, joint {bad[2]}")
+            raise DataError(where, f"sample {self.name}: non-finite value at frame {bad[0]}, person {bad[1]}, "
+                                   f"joint {bad[2]}")
         if x.dtype != np.float32:
             self.skeleton = x.astype(np.float32)
         return self

@@ -174,9 +174,9 @@ def _turn(m, a, s, p, r):
 
 def _march(m, a, s, p, r):
     c = _cycle(m, 0.9 * s, p)
-    l, rr = np.clip(np.sin(c), 0, None), np.clip(-np.sin(c), 0, None)
-    m.add("l_hip", np.deg2rad(60) * l * a); m.add("l_knee", np.deg2rad(80) * l * a)
-    m.add("r_hip", np.deg2rad(60) * rr * a); m.add("r_knee", np.deg2rad(80) * rr * a)
+    left, right = np.clip(np.sin(c), 0, None), np.clip(-np.sin(c), 0, None)
+    m.add("l_hip", np.deg2rad(60) * left * a); m.add("l_knee", np.deg2rad(80) * left * a)
+    m.add("r_hip", np.deg2rad(60) * right * a); m.add("r_knee", np.deg2rad(80) * right * a)
     m.add("l_flex", np.deg2rad(30) * np.sin(c + np.pi)); m.add("r_flex", np.deg2rad(30) * np.sin(c))
 
 

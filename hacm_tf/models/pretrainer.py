@@ -305,9 +305,10 @@ class MaskedPretrainer(keras.Model):
         loss_rec, per_token = losses.masked_mse(pred, target, mask)
         loss = loss_rec + cfg.cc_weight * loss_cc
         mask_grid = tf.reshape(tf.gather(mask_slots, self.cell_slots, axis=1), [b, tp, vp])
-        out.update(loss=loss, mask_grid=mask_grid, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms, mask=mask, pred=pred,
-                   target=target, target_raw=target_raw, visible=tf.cast(self.keep_t + self.keep_s, tf.float32),
-                   embed_raw=e, mc=mc, h=h, tokens_t=tokens_t, tokens_s=tokens_s, score_raw_t=score_t,
+        out.update(loss=loss, mask_grid=mask_grid, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms, mask=mask,
+                   pred=pred, target=target, target_raw=target_raw,
+                   visible=tf.cast(self.keep_t + self.keep_s, tf.float32), embed_raw=e, mc=mc, h=h,
+                   tokens_t=tokens_t, tokens_s=tokens_s, score_raw_t=score_t,
                    score_raw_s=score_s, mask_t=res_t.mask, mask_s=res_s.mask, ids_keep_t=res_t.ids_keep,
                    ids_keep_s=res_s.ids_keep, ids_restore_t=res_t.ids_restore, ids_restore_s=res_s.ids_restore,
                    gumbel_z_t=res_t.z, gumbel_z_s=res_s.z, latent=latent, dec_embed_out=y, motion=mot,

@@ -45,7 +45,8 @@ def test_real_samples_match_reference_preparation_bit_exactly():
 def test_real_samples_metadata(name, label, frames, two):
     s = ntu.read_ntu_sample(shared_path("ntu", "samples", name + ".skeleton"))
     f = ntu.parse_name(name)
-    assert (s.label, s.subject, s.camera, s.setup, s.replication) == (label, f.subject, f.camera, f.setup, f.replication)
+    assert (s.label, s.subject, s.camera, s.setup, s.replication) == (label, f.subject, f.camera, f.setup,
+                                                                      f.replication)
     assert s.skeleton.shape == (frames, 2, 25, 3)
     assert bool(np.any(s.skeleton[:, 1])) == two
     # centred on actor 1's spine-middle joint in the first frame
@@ -112,7 +113,8 @@ def test_spread_threshold(tmp_path, wide, removed):
 
 
 def test_two_actor_assembly_ranks_by_motion_and_fills_gaps(tmp_path):
-    calm, busy, late = person(40, wiggle=0.01, seed=1), person(40, x0=1, wiggle=0.3, seed=2), person(40, x0=-1, wiggle=0.2, seed=3)
+    calm, busy = person(40, wiggle=0.01, seed=1), person(40, x0=1, wiggle=0.3, seed=2)
+    late = person(40, x0=-1, wiggle=0.2, seed=3)
     frames = []
     for t in range(40):
         f = [("busy", busy[t])] if t < 20 else []          # actor 1 (largest motion), frames 0-19
@@ -220,7 +222,8 @@ def test_split_sizes_from_statistics_lists(dataset, protocol, train, test):
 
 def test_missing_skeleton_lists_have_reference_sizes():
     m60 = ntu.read_name_list(shared_path("ntu", "statistics", "ntu60", "samples_with_missing_skeletons.txt"))
-    m120 = ntu.read_name_list(shared_path("ntu", "statistics", "ntu120", "NTU_RGBD120_samples_with_missing_skeletons.txt"))
+    m120 = ntu.read_name_list(shared_path("ntu", "statistics", "ntu120",
+                                          "NTU_RGBD120_samples_with_missing_skeletons.txt"))
     assert (len(m60), len(m120)) == (302, 535) and set(m60) <= set(m120)
 
 

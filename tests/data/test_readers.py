@@ -23,7 +23,8 @@ def pku_dir(tmp_path):
     np.savetxt(tmp_path / "skeleton" / "A01N01-M.txt", np.concatenate([rows[:100], zero, rows[:500]]), fmt="%.6f")
     (tmp_path / "label" / "A10N08-L.txt").write_text("3,10,60,1\n51,100,500,2\n7,0,1040,1\n")
     (tmp_path / "label" / "A01N01-M.txt").write_text("1,100,140,1\n2,0,50,1\n")
-    (tmp_path / "split" / "cross_subject_v2.txt").write_text("Training videos:\nA01N01-M, A99N99-L\nValidation videos:\nA10N08-L\n")
+    (tmp_path / "split" / "cross_subject_v2.txt").write_text(
+        "Training videos:\nA01N01-M, A99N99-L\nValidation videos:\nA10N08-L\n")
     return tmp_path, rows
 
 
@@ -87,7 +88,8 @@ def test_ucla_cross_view_protocol(tmp_path):
 
 
 def test_ucla_bad_json(tmp_path):
-    (tmp_path / "a01_s01_e00_v01.json").write_text('{"file_name": "a01_s01_e00_v01", "skeletons": [[[0, 1]]], "label": 1}')
+    (tmp_path / "a01_s01_e00_v01.json").write_text(
+        '{"file_name": "a01_s01_e00_v01", "skeletons": [[[0, 1]]], "label": 1}')
     with pytest.raises(DataError, match="expected skeletons of shape"):
         ucla.read_sample(str(tmp_path / "a01_s01_e00_v01.json"))
 

@@ -41,7 +41,8 @@ def test_files_go_through_the_ntu_reader_with_plausible_bodies(tmp_path):
 
 
 def test_classes_are_distinct_motions(tmp_path):
-    spec = synthetic.SyntheticSpec(num_subjects=1, num_classes=12, cameras=(2,), noise_body_rate=0, dropped_frame_rate=0)
+    spec = synthetic.SyntheticSpec(num_subjects=1, num_classes=12, cameras=(2,), noise_body_rate=0,
+                                   dropped_frame_rate=0)
     paths = synthetic.generate_files(str(tmp_path), spec, seed=0)
     feats = []
     for p in sorted(paths):

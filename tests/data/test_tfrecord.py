@@ -128,7 +128,8 @@ def test_record_with_wrong_shape_is_reported(tmp_path):
     good = open(tmp_path / "train-00000-of-00001.tfrecord", "rb").read()
     import tensorflow as tf
 
-    ex = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(str(tmp_path / "train-00000-of-00001.tfrecord")))).numpy())
+    first = next(iter(tf.data.TFRecordDataset(str(tmp_path / "train-00000-of-00001.tfrecord"))))
+    ex = tf.train.Example.FromString(first.numpy())
     ex.features.feature["shape"].int64_list.value[0] += 1
     with pytest.raises(DataError, match="does not match its"):
         tfrecord.decode_example(ex.SerializeToString(), where="r")

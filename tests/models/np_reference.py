@@ -187,7 +187,8 @@ def classifier_logits(state, x, head, kept_joints, num_classes, bn_eps):
 
     def ln(z, pre):
         mu = z.mean(-1, keepdims=True)
-        return (z - mu) / np.sqrt(((z - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * g[pre + ".weight"] + g[pre + ".bias"]
+        var = ((z - mu) ** 2).mean(-1, keepdims=True)
+        return (z - mu) / np.sqrt(var + 1e-5) * g[pre + ".weight"] + g[pre + ".bias"]
 
     def lin(z, pre):
         return z @ g[pre + ".weight"].T + g[pre + ".bias"]
@@ -210,5 +211,6 @@ def classifier_logits(state, x, head, kept_joints, num_classes, bn_eps):
         return lin(f, "head.fc.1")
     f = h.mean(axis=2).reshape(n, m, -1).mean(axis=1)
     z = lin(f, "head.fc1")
-    z = (z - g["head.bn.running_mean"]) / np.sqrt(g["head.bn.running_var"] + bn_eps) * g["head.bn.weight"] + g["head.bn.bias"]
+    z = (z - g["head.bn.running_mean"]) / np.sqrt(g["head.bn.running_var"] + bn_eps)
+    z = z * g["head.bn.weight"] + g["head.bn.bias"]
     return lin(np.maximum(z, 0), "head.fc2")

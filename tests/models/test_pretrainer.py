@@ -114,6 +114,7 @@ def test_gradients_reach_encoder_and_decoder_but_not_the_criteria():
     with tf.GradientTape() as tape:
         loss = m.compute_losses(x, noises(m, 6), training=True)["loss"]
     grads = dict(zip([v.path for v in m.trainable_variables], tape.gradient(loss, m.trainable_variables)))
-    assert all(g is None for p, g in grads.items() if "/l1/" in p or "/l2/" in p or p.startswith("l1") or p.startswith("l2"))
+    assert all(g is None for p, g in grads.items()
+               if "/l1/" in p or "/l2/" in p or p.startswith("l1") or p.startswith("l2"))
     assert any(g is not None for p, g in grads.items() if "blocks_0" in p and "decoder" not in p)
     assert grads[m.mask_token.path] is not None

@@ -26,7 +26,8 @@ def test_gumbel_topk_against_numpy(keep_high):
 
 def test_mask_restore_consistency():
     r = np.random.RandomState(1)
-    res = M.gumbel_topk(tf.constant(r.normal(size=(4, 30)), tf.float32), tf.constant(r.uniform(size=(4, 30)), tf.float32), 5, 0.5)
+    res = M.gumbel_topk(tf.constant(r.normal(size=(4, 30)), tf.float32),
+                        tf.constant(r.uniform(size=(4, 30)), tf.float32), 5, 0.5)
     mask, restore, keep = res.mask.numpy(), res.ids_restore.numpy(), res.ids_keep.numpy()
     assert mask.sum(1).tolist() == [25] * 4                         # 1 = masked
     for b in range(4):

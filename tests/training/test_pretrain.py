@@ -31,7 +31,8 @@ def checkpoint_weights(workdir):
 
 @pytest.mark.parametrize("method,xla", [("mamp", False), ("hacm", True)])
 def test_mirrored_update_equals_single_device(method, xla):
-    args = [sys.executable, os.path.join(REPO, "tests", "training", "mirrored_check.py"), method] + (["xla"] if xla else [])
+    args = [sys.executable, os.path.join(REPO, "tests", "training", "mirrored_check.py"), method]
+    args += ["xla"] if xla else []
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO,
                        env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert r.returncode == 0, r.stderr[-2000:]
