@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.config import DataConfig, ModelConfig, ProtocolConfig, TrainConfig
 
 # variant name -> ModelConfig changes (None: no pretraining, the encoder starts from random weights)
 VARIANTS: Dict[str, Optional[dict]] = {
@@ -140,8 +140,6 @@ def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[st
 
 def protocol_configs(study: StudyConfig, protocol: str, cfg: ModelConfig, data: DataConfig):
     """(model, data, train, protocol) configs of one downstream run of the study."""
-    from hacm_tf.config import ProtocolConfig
-
     if protocol == "linear":
         train = TrainConfig(epochs=study.linear_epochs, lr=0.1, min_lr=0.0, warmup_epochs=0, weight_decay=0.0,
                             log_every=20, jit_compile=False)

@@ -35,9 +35,8 @@ from absl import flags  # noqa: E402
 from hacm_tf import cli  # noqa: E402
 from hacm_tf.config import REMAT_MODES  # noqa: E402
 
-flags.DEFINE_enum("suite", "data", ["data", "pretrain", "finetune", "inference", "profile", "scale", "kernels",
-                                          "one"],
-                  "What to measure.")
+SUITES = ["data", "pretrain", "finetune", "inference", "profile", "scale", "kernels", "one"]
+flags.DEFINE_enum("suite", "data", SUITES, "What to measure.")
 flags.DEFINE_string("data_dir", None, "TFRecord directory (default: build a synthetic one).")
 flags.DEFINE_integer("batch_size", None, "Batch size (default 128 for data, 32 for pretrain).")
 flags.DEFINE_integer("window", 72, "data: frames per sample after resizing.")
@@ -92,9 +91,10 @@ def kernels_suite():
     rows = bench.kernel_rates(sequences=2 * batch, steps=FLAGS.steps or 7)
     lines = ["| kernel | shape | ms | GFLOP/s | share of matmul peak | GB/s |", "|---|---|---|---|---|---|"]
     for r in rows:
+        share = ""
         if "gflops" in r:
             r["share_of_peak"] = round(r["gflops"] / peak, 3)
-        share = f"{100 * r['share_of_peak']:.0f} %" if "gflops" in r else ""
+            share = f"{100 * r['share_of_peak']:.0f} %"
         lines.append(f"| {r['kernel']} | {r['shape']} | {r['ms']} | {r.get('gflops', '')} | {share} | "
                      f"{r.get('gb_per_second', '')} |")
     return {"benchmark": "kernels", "batch_size": batch, "matmul_peak_gflops": round(peak, 1), "rows": rows,
