@@ -44,7 +44,9 @@ class StudyConfig:
       seeds: seeds per variant.
       eval_every: epochs between test-split evaluations in the downstream runs (the last epoch is always
         evaluated; "best epoch" is the best of the evaluated ones).
-      semi_eval_every: the same for the 10 %-label runs, whose epochs are a tenth as long (0: eval_every).
+      semi_eval_every: the same for the 10 %-label runs (0: eval_every).
+      semi_steps_per_epoch: steps of a 10 %-label epoch (0: one pass over the labelled clips); a small
+        labelled subset repeats within an epoch, which saves the per-epoch checkpoint and bookkeeping.
     """
 
     layout: str = "kinect_v1_20"
@@ -58,24 +60,26 @@ class StudyConfig:
     pretrain_epochs: int = 10
     linear_epochs: int = 10
     finetune_epochs: int = 10
-    semi_epochs: int = 15
+    semi_epochs: int = 10
     seeds: int = 3
     eval_every: int = 1
-    semi_eval_every: int = 0
+    semi_eval_every: int = 2
+    semi_steps_per_epoch: int = 10
 
     @classmethod
     def synthetic(cls) -> "StudyConfig":
         """The synthetic study's CPU preset: NTU-25, two persons, 36-frame windows, shorter runs and
-        evaluation every few epochs. The 10 %-label runs see 60 clips (one batch per epoch), so they get
-        100 epochs = 100 optimisation steps, evaluated every 25."""
+        evaluation every few epochs. The 10 %-label runs (60 clips) take 10 epochs of 10 steps = 100
+        optimisation steps, evaluated after 50 and 100."""
         return cls(layout="ntu25", num_persons=2, window=36, pretrain_epochs=8, linear_epochs=6,
-                   finetune_epochs=10, semi_epochs=100, eval_every=3, semi_eval_every=25)
+                   finetune_epochs=10, semi_epochs=10, eval_every=6, semi_eval_every=5)
 
     @classmethod
     def paper(cls, layout="ntu25", num_persons=2) -> "StudyConfig":
         """The paper's model size and run lengths (for accelerators)."""
         return cls(layout=layout, num_persons=num_persons, window=72, dim=256, depth=8, heads=8, decoder_depth=3,
-                   batch_size=64, pretrain_epochs=400, linear_epochs=100, finetune_epochs=100, semi_epochs=100)
+                   batch_size=64, pretrain_epochs=400, linear_epochs=100, finetune_epochs=100, semi_epochs=100,
+                   semi_eval_every=0, semi_steps_per_epoch=0)
 
 
 def model_config(study: StudyConfig, changes: Optional[dict]) -> ModelConfig:
@@ -94,48 +98,92 @@ def _final(workdir: str) -> Optional[dict]:
 
 
 def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[str] = tuple(VARIANTS),
-              protocols: Sequence[str] = PROTOCOLS, log: Callable = print) -> dict:
-    """Runs every (variant, seed, protocol); returns {"rows": [...], "table": markdown}."""
-    import keras
+              protocols: Sequence[str] = PROTOCOLS, log: Callable = print, workers: int = 1) -> dict:
+    """Runs every (variant, seed, protocol); returns {"rows": [...], "table": markdown}.
 
-    from hacm_tf.training import downstream
-    from hacm_tf.training.pretrain import pretrain
-
+    ``workers`` > 1 runs that many (variant, seed) chains (pretraining, then the protocols) at once,
+    each in its own process with ``cpu_count // workers`` TensorFlow threads: on a few CPU cores the
+    small study models use the cores better that way than one run with all threads.
+    """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
-    rows: List[dict] = []
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     t0 = time.time()
-    for variant in variants:
-        cfg = model_config(study, VARIANTS[variant])
-        data = DataConfig(window=study.window, batch_size=study.batch_size, min_crop_frames=min(64, study.window))
-        for seed in range(study.seeds):
-            pre_dir = None
-            if VARIANTS[variant] is not None:
-                pre_dir = os.path.join(out, variant, f"seed{seed}", "pretrain")
-                if _final(pre_dir) is None:
-                    log(f"[{time.time() - t0:6.0f} s] pretrain {variant} seed {seed}")
-                    keras.backend.clear_session()
-                    pretrain(pre_dir, data_dir, cfg, data,
-                             TrainConfig(epochs=study.pretrain_epochs, lr=2e-3, min_lr=2e-4,
-                                         warmup_epochs=max(1, study.pretrain_epochs // 10), log_every=20,
-                                         jit_compile=False), seed=seed)
-            for protocol in protocols:
-                work = os.path.join(out, variant, f"seed{seed}", protocol)
-                final = _final(work)
-                if final is None:
-                    log(f"[{time.time() - t0:6.0f} s] {protocol} {variant} seed {seed}")
-                    keras.backend.clear_session()
-                    final = _downstream(work, data_dir, cfg, data, study, protocol, pre_dir, seed, downstream)
-                rows.append({"variant": variant, "seed": seed, "protocol": protocol,
-                             "last_top1": final["last_epoch_top1"], "best_top1": final["best_epoch_top1"]})
+    chains = [(out, data_dir, study, variant, seed, tuple(protocols), t0)
+              for variant in variants for seed in range(study.seeds)]
+    results: List[Optional[List[dict]]] = [None] * len(chains)
+    if workers == 1:
+        for i, chain in enumerate(chains):
+            results[i] = _run_chain(*chain, log=log)
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        threads = max(1, (os.cpu_count() or workers) // workers)
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(_chain_job, chain): i for i, chain in enumerate(chains)}
+            for future in concurrent.futures.as_completed(futures):
+                results[futures[future]], messages = future.result()
+                for message in messages:
+                    log(message)
+    rows = [row for chain_rows in results for row in chain_rows]
     summary = {"rows": rows, "table": table(rows), "seconds": round(time.time() - t0, 1),
-               "study": dataclasses.asdict(study), "data_dir": data_dir}
+               "study": dataclasses.asdict(study), "data_dir": data_dir, "workers": workers}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(summary["table"] + "\n")
     return summary
+
+
+def _init_worker(threads: int):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _chain_job(chain) -> tuple:
+    messages: List[str] = []
+    return _run_chain(*chain, log=messages.append), messages
+
+
+def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: int, protocols: Sequence[str],
+               t0: float, log: Callable = print) -> List[dict]:
+    """Pretraining (unless the variant has none) and each protocol of one (variant, seed); complete runs
+    are reused. Returns one row per protocol."""
+    import keras
+
+    from hacm_tf.training import downstream
+    from hacm_tf.training.pretrain import pretrain
+
+    cfg = model_config(study, VARIANTS[variant])
+    data = DataConfig(window=study.window, batch_size=study.batch_size, min_crop_frames=min(64, study.window))
+    pre_dir = None
+    if VARIANTS[variant] is not None:
+        pre_dir = os.path.join(out, variant, f"seed{seed}", "pretrain")
+        if _final(pre_dir) is None:
+            log(f"[{time.time() - t0:6.0f} s] pretrain {variant} seed {seed}")
+            keras.backend.clear_session()
+            pretrain(pre_dir, data_dir, cfg, data,
+                     TrainConfig(epochs=study.pretrain_epochs, lr=2e-3, min_lr=2e-4,
+                                 warmup_epochs=max(1, study.pretrain_epochs // 10), log_every=20,
+                                 jit_compile=False), seed=seed)
+    rows = []
+    for protocol in protocols:
+        work = os.path.join(out, variant, f"seed{seed}", protocol)
+        final = _final(work)
+        if final is None:
+            log(f"[{time.time() - t0:6.0f} s] {protocol} {variant} seed {seed}")
+            keras.backend.clear_session()
+            run_cfg, run_data, train, proto = protocol_configs(study, protocol, cfg, data)
+            final = downstream.train_classifier(work, data_dir, run_cfg, run_data, train, proto, pre_dir, seed=seed)
+        rows.append({"variant": variant, "seed": seed, "protocol": protocol,
+                     "last_top1": final["last_epoch_top1"], "best_top1": final["best_epoch_top1"]})
+    return rows
 
 
 def protocol_configs(study: StudyConfig, protocol: str, cfg: ModelConfig, data: DataConfig):
@@ -144,19 +192,16 @@ def protocol_configs(study: StudyConfig, protocol: str, cfg: ModelConfig, data: 
         train = TrainConfig(epochs=study.linear_epochs, lr=0.1, min_lr=0.0, warmup_epochs=0, weight_decay=0.0,
                             log_every=20, jit_compile=False)
         return cfg, data, train, ProtocolConfig("linear", eval_every=study.eval_every)
-    epochs = study.finetune_epochs if protocol == "finetune" else study.semi_epochs
+    semi = protocol == "semi10"
+    epochs = study.semi_epochs if semi else study.finetune_epochs
     train = TrainConfig(epochs=epochs, lr=1e-3, min_lr=1e-5, warmup_epochs=max(1, epochs // 10),
-                        beta_2=0.999, log_every=20, jit_compile=False)
-    every = study.semi_eval_every if protocol == "semi10" and study.semi_eval_every else study.eval_every
+                        beta_2=0.999, log_every=20, jit_compile=False,
+                        steps_per_epoch=study.semi_steps_per_epoch if semi else 0)
+    every = study.semi_eval_every if semi and study.semi_eval_every else study.eval_every
     cfg = dataclasses.replace(cfg, drop_path=0.1)
-    if protocol == "semi10":
+    if semi:
         data = dataclasses.replace(data, semi_ratio=0.1, semi_stratified=True)
     return cfg, data, train, ProtocolConfig("finetune", eval_every=every)
-
-
-def _downstream(work, data_dir, cfg, data, study, protocol, pretrained, seed, downstream):
-    cfg, data, train, proto = protocol_configs(study, protocol, cfg, data)
-    return downstream.train_classifier(work, data_dir, cfg, data, train, proto, pretrained, seed=seed)
 
 
 def table(rows: Sequence[dict]) -> str:

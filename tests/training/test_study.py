@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from hacm_tf import study
 
@@ -41,10 +42,36 @@ def test_protocol_configs_semi_schedule():
     model = study.model_config(cfg, study.VARIANTS["hacm_corrected"])
     data = study.DataConfig(window=cfg.window, batch_size=cfg.batch_size)
     _, _, lin_train, lin_proto = study.protocol_configs(cfg, "linear", model, data)
-    assert (lin_train.epochs, lin_train.lr, lin_proto.protocol, lin_proto.eval_every) == (6, 0.1, "linear", 3)
+    assert (lin_train.epochs, lin_train.lr, lin_proto.protocol, lin_proto.eval_every) == (6, 0.1, "linear", 6)
     semi_model, semi_data, semi_train, semi_proto = study.protocol_configs(cfg, "semi10", model, data)
     assert (semi_data.semi_ratio, semi_model.drop_path, semi_proto.protocol) == (0.1, 0.1, "finetune")
-    # 600 training clips -> 60 labelled = one batch of 32 per epoch: 100 epochs give 100 steps
-    assert semi_train.epochs * (600 // 10 // cfg.batch_size) >= 100 and semi_proto.eval_every == 25
-    _, ft_data, _, ft_proto = study.protocol_configs(cfg, "finetune", model, data)
-    assert ft_data.semi_ratio == data.semi_ratio and ft_proto.eval_every == 3
+    # 60 labelled clips repeat within 10-step epochs: 100 steps, 10 of warm-up, evaluated after 50 and 100
+    assert (semi_train.epochs, semi_train.steps_per_epoch, semi_train.warmup_epochs) == (10, 10, 1)
+    assert semi_proto.eval_every == 5
+    _, ft_data, ft_train, ft_proto = study.protocol_configs(cfg, "finetune", model, data)
+    assert ft_data.semi_ratio == data.semi_ratio and ft_proto.eval_every == 6 and ft_train.steps_per_epoch == 0
+    paper = study.StudyConfig.paper()
+    _, _, paper_train, paper_proto = study.protocol_configs(paper, "semi10", model, data)
+    assert (paper_train.epochs, paper_train.steps_per_epoch, paper_proto.eval_every) == (100, 0, 1)
+
+
+def test_parallel_workers_give_the_same_rows_as_one_process(synthetic_dir, tmp_path):
+    cfg = study.StudyConfig(layout="ntu25", num_persons=2, window=12, dim=16, depth=1, heads=2, decoder_depth=1,
+                            batch_size=8, pretrain_epochs=1, linear_epochs=1, finetune_epochs=1, semi_epochs=2,
+                            semi_steps_per_epoch=2, semi_eval_every=1, seeds=2)
+    logs = []
+    result = study.run_study(str(tmp_path), synthetic_dir, cfg, ["mae", "none"], ["linear", "semi10"],
+                             log=logs.append, workers=2)
+    assert [(r["variant"], r["seed"], r["protocol"]) for r in result["rows"]] == [
+        (v, s, p) for v in ("mae", "none") for s in (0, 1) for p in ("linear", "semi10")]
+    assert sum("pretrain mae" in m for m in logs) == 2 and len(logs) == 2 + 8
+    semi = json.load(open(tmp_path / "mae" / "seed1" / "semi10" / "metrics.json"))
+    assert semi["final"]["steps"] == 4 and len([h for h in semi["history"] if "eval_top1" in h]) == 2
+    assert json.load(open(tmp_path / "results.json"))["workers"] == 2
+    # the same runs, resumed in one process: nothing is re-run, identical rows
+    logs.clear()
+    again = study.run_study(str(tmp_path), synthetic_dir, cfg, ["mae", "none"], ["linear", "semi10"],
+                            log=logs.append)
+    assert logs == [] and again["rows"] == result["rows"]
+    with pytest.raises(ValueError, match="workers"):
+        study.run_study(str(tmp_path), synthetic_dir, cfg, ["none"], ["linear"], workers=0)
