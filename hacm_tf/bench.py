@@ -212,9 +212,9 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
          lambda: tf.matmul(x, h, transpose_a=True), mm, 0),
         ("attention scores q k^T", "%d x [%d, %d] @ [%d, %d]^T" % (sequences * heads, tokens, head_dim, tokens,
                                                                     head_dim),
-         lambda: tf.einsum("bhqd,bhkd->bhqk", q, k), att, 0),
+         lambda: tf.matmul(q, k, transpose_b=True), att, 0),
         ("attention probs @ v", "%d x [%d, %d] @ [%d, %d]" % (sequences * heads, tokens, tokens, tokens, head_dim),
-         lambda: tf.einsum("bhqk,bhkd->bhqd", scores, q), att, 0),
+         lambda: tf.matmul(scores, q), att, 0),
         ("softmax of the scores", "[%d, %d, %d, %d]" % (sequences, heads, tokens, tokens),
          lambda: tf.nn.softmax(scores), 0, 8.0 * scores.shape.num_elements()),
         ("GELU (erf)", "[%d, %d]" % (rows_n, hidden), lambda: gelu_erf(h), 0,
@@ -305,7 +305,7 @@ def graph_flops(concrete_function) -> dict:
     """FLOPs of a traced tf.function (static shapes) counted by TensorFlow's profiler, an independent
     check of the analytic counts above.
 
-    TF's ``float_operation`` profiler has no FLOP rule for ``Einsum`` (the attention products here), so
+    TF's ``float_operation`` profiler has no FLOP rule for ``Einsum`` (HA-CM's temporal-attention logits), so
     Einsum ops are counted separately as 2 x the product of all index sizes of their equation.
     Returns {"profiler": ..., "einsum": ..., "total": ...} in FLOPs for the whole traced batch.
     """

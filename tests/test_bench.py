@@ -33,7 +33,8 @@ def test_profiler_flop_count_agrees_with_the_analytic_count(method, t_patch):
                       decoder_depth=1, decoder_heads=4).validate()
     model, step, x = bench._pretrain_step(cfg, 2)
     counted = bench.graph_flops(step.get_concrete_function((x, tf.zeros([2], tf.int64))))
-    assert counted["einsum"] > 0 and counted["total"] == counted["profiler"] + counted["einsum"]
+    assert counted["total"] == counted["profiler"] + counted["einsum"]
+    assert counted["einsum"] > 0 if method == "hacm" else counted["einsum"] == 0   # HA-CM's attention logits
     # the profiler also counts element-wise work and the optimizer, which the analytic count leaves out
     assert counted["total"] / 2 == pytest.approx(bench.pretrain_flops_per_sample(model), rel=0.15)
 
