@@ -177,6 +177,32 @@ def _time(fn, steps, warmup):
     return float(np.median(times)), first
 
 
+def block_training_rate(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: int = 8,
+                        mlp_ratio: float = 4.0, steps: int = 5, warmup: int = 2) -> dict:
+    """ms and GFLOP/s of one TransformerBlock's training step (forward + input and weight gradients) on
+    [sequences, tokens, dim]; scripts/torch_block.py measures the official code's block the same way."""
+    import tensorflow as tf
+
+    from hacm_tf.layers.transformer import TransformerBlock
+
+    block = TransformerBlock(dim, heads, mlp_ratio)
+    x = tf.random.Generator.from_seed(0).normal([sequences, tokens, dim])
+    block.build(x.shape)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = block(x, training=True)
+            loss = tf.reduce_mean(y * y)
+        return tape.gradient(loss, [x] + block.trainable_variables)
+
+    med, _ = _time(lambda: [g.numpy() for g in step()], steps, warmup)
+    flops = 3.0 * sequences * _block_flops(tokens, dim, mlp_ratio)
+    return {"framework": f"tensorflow {tf.__version__}", "shape": [sequences, tokens, dim], "heads": heads,
+            "ms": round(1000 * med, 1), "gflops": round(flops / med / 1e9, 1)}
+
+
 def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: int = 8, mlp_ratio: float = 4.0,
                  steps: int = 7, warmup: int = 2) -> List[dict]:
     """Rates of the kernels a transformer training step is made of, each alone at the step's shapes.

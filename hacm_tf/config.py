@@ -203,8 +203,9 @@ class TrainConfig(_Serializable):
       checkpoint_every: steps between checkpoints (0: at the end of every epoch only).
       keep_checkpoints: checkpoints kept in ``workdir/checkpoints``.
       log_every: steps between TensorBoard scalar writes.
-      jit_compile: XLA-compile loss + gradients (1.1x faster and less memory for HA-CM at the paper's
-        size on CPU; costs seconds of compilation, so smoke presets turn it off).
+      jit_compile: XLA-compile loss + gradients (on CPU at the paper's size: speed within noise for
+        HA-CM, slower for MAMP / MAE, see README's benchmarks; costs seconds of compilation, so smoke
+        presets turn it off).
       micro_batches: pretraining: split each replica's batch into this many parts whose gradients are
         averaged (one after the other: the activation memory of one part; the same update, except
         that HA-CM's in-batch cross-contrast then compares clips within each part).

@@ -7,6 +7,7 @@
   python scripts/benchmark.py --suite=profile [--methods=hacm] [--batch_size=8]
   python scripts/benchmark.py --suite=scale [--scale_batches=8,16,32,64] [--scale_windows=36,72,108,144]
   python scripts/benchmark.py --suite=kernels [--batch_size=32]
+  python scripts/benchmark.py --suite=reference [--torch_python=VENV/bin/python] [--batch_size=32]
 
 ``data``: tf.data training pipeline samples/s (a synthetic set is built when --data_dir is absent).
 ``pretrain`` / ``finetune`` / ``inference`` (Keras model, Keras + XLA, exported SavedModel): samples/s,
@@ -20,6 +21,9 @@ writes a PNG.
 ``kernels``: each kernel of a transformer training step alone at the step's shapes (HA-CM decoder, 432
 tokens, width 256, batch of two-person clips): the MLP matmul forward and its gradients, the attention
 products, softmax, GELU, LayerNorm; GFLOP/s against the matmul peak, GB/s for the memory-bound ones.
+``reference``: one transformer block's training step at the decoder's shapes, hacm_tf's block against
+the official code's PyTorch block (scripts/torch_block.py, run by --torch_python, which needs
+PyTorch), with each framework's own matmul peak, measured side by side on this machine.
 """
 
 import json
@@ -35,7 +39,7 @@ from absl import flags  # noqa: E402
 from hacm_tf import cli  # noqa: E402
 from hacm_tf.config import REMAT_MODES  # noqa: E402
 
-SUITES = ["data", "pretrain", "finetune", "inference", "profile", "scale", "kernels", "one"]
+SUITES = ["data", "pretrain", "finetune", "inference", "profile", "scale", "kernels", "reference", "one"]
 flags.DEFINE_enum("suite", "data", SUITES, "What to measure.")
 flags.DEFINE_string("data_dir", None, "TFRecord directory (default: build a synthetic one).")
 flags.DEFINE_integer("batch_size", None, "Batch size (default 128 for data, 32 for pretrain).")
@@ -56,6 +60,7 @@ flags.DEFINE_enum("remat", "none", list(REMAT_MODES),
                   "pretrain / finetune: what the backward pass recomputes (ModelConfig.remat).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")
+flags.DEFINE_string("torch_python", sys.executable, "reference: a python that has PyTorch (e.g. a venv's).")
 FLAGS = flags.FLAGS
 
 PAPER = {  # REFERENCE.md 3 / 4 sizes
@@ -99,6 +104,28 @@ def kernels_suite():
                      f"{r.get('gb_per_second', '')} |")
     return {"benchmark": "kernels", "batch_size": batch, "matmul_peak_gflops": round(peak, 1), "rows": rows,
             "markdown": "\n".join(lines)}
+
+
+def reference_suite():
+    """hacm_tf's TransformerBlock and the official PyTorch block, one training step each at the same
+    shapes (batch of two-person clips x 432 tokens x 256, 8 heads), each against its own matmul peak."""
+    from hacm_tf import bench
+
+    shape = [2 * (FLAGS.batch_size or 32), 432, 256, 8]
+    tf_row = bench.block_training_rate(*shape, steps=FLAGS.steps or 5)
+    tf_row["matmul_peak_gflops"] = round(bench.matmul_peak(), 1)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_block.py")
+    r = subprocess.run([FLAGS.torch_python, script, *map(str, shape)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{FLAGS.torch_python} {script} failed: {r.stderr.strip()[-2000:]}")
+    rows = [tf_row, json.loads(r.stdout.strip().splitlines()[-1])]
+    lines = ["| framework | matmul peak GFLOP/s | block step ms | GFLOP/s | share of own peak | speed-up |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        row["share_of_peak"] = round(row["gflops"] / row["matmul_peak_gflops"], 3)
+        lines.append(f"| {row['framework']} | {row['matmul_peak_gflops']} | {row['ms']} | {row['gflops']} | "
+                     f"{100 * row['share_of_peak']:.0f} % | {rows[1]['ms'] / row['ms']:.2f}x |")
+    return {"benchmark": "reference", "shape": shape, "rows": rows, "markdown": "\n".join(lines)}
 
 
 def one():
@@ -201,6 +228,8 @@ def main(argv):
         result = one()
     elif FLAGS.suite == "kernels":
         result = kernels_suite()
+    elif FLAGS.suite == "reference":
+        result = reference_suite()
     else:
         result = measured_suite(FLAGS.suite)
     text = json.dumps(result, indent=None if FLAGS.suite == "one" else 1)

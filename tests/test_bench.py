@@ -90,3 +90,30 @@ def test_kernel_rates_cover_the_step_kernels():
     assert all(r["ms"] > 0 and ("gflops" in r) != ("gb_per_second" in r) for r in rows)
     assert [("gflops" in r) for r in rows] == [True] * 5 + [False] * 3
     assert rows[0]["shape"] == "[24, 16] @ [16, 64]"
+
+
+def test_block_training_rate_counts_the_block_flops():
+    r = bench.block_training_rate(sequences=2, tokens=12, dim=16, heads=2, steps=1, warmup=1)
+    assert r["shape"] == [2, 12, 16] and r["ms"] > 0
+    flops = 3 * 2 * (2 * 12 * (4 * 16 * 16 + 2 * 16 * 64) + 4 * 12 * 12 * 16)
+    assert r["gflops"] == pytest.approx(flops / (r["ms"] / 1000) / 1e9, rel=0.1, abs=0.1)
+
+
+def test_torch_block_script_measures_or_says_what_it_needs():
+    """scripts/torch_block.py (the official code's block) with this interpreter: a JSON line with the same
+    FLOP count as block_training_rate when PyTorch is importable, otherwise a clear message and exit 1."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "torch_block.py")
+    r = subprocess.run([sys.executable, script, "2", "12", "16", "2"], capture_output=True, text=True)
+    if importlib.util.find_spec("torch") is None:
+        assert r.returncode == 1 and "needs PyTorch" in r.stderr and "--torch_python" in r.stderr
+    else:
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        flops = 3 * 2 * bench._block_flops(12, 16, 4.0)
+        assert row["shape"] == [2, 12, 16] and row["gflops"] == pytest.approx(flops / row["ms"] * 1e-6, rel=0.1,
+                                                                              abs=0.1)

@@ -349,18 +349,23 @@ class MaskedPretrainer(keras.Model):
         def scalars(out):
             return [out["loss"], out["loss_rec"], out["loss_cc"], tf.reduce_mean(out["mask"])]
 
-        out0, grads0 = self._part_loss_and_grads(xs[0], [z[0] for z in ns])
-        live = [i for i, g in enumerate(grads0) if g is not None]      # the l1 / l2 projections get none
+        variables = self.trainable_variables
+        live = []   # which variables get gradients (the l1 / l2 projections get none), found when tracing
 
         def body(i, grads, stats):
             out, g = self._part_loss_and_grads(xs[i], [z[i] for z in ns])
-            return i + 1, [a + g[j] for a, j in zip(grads, live)], [a + b for a, b in zip(stats, scalars(out))]
+            live[:] = [j for j, gj in enumerate(g) if gj is not None]
+            return i + 1, [a if gj is None else a + gj for a, gj in zip(grads, g)], \
+                [a + b for a, b in zip(stats, scalars(out))]
 
+        # every part inside one loop, one iteration at a time (parallel_iterations=1: otherwise the next
+        # part's forward pass, which needs only i, overlaps this part's backward pass and its memory)
         _, grads, stats = tf.while_loop(lambda i, *_: i < k, body,
-                                        (tf.constant(1), [grads0[j] for j in live], scalars(out0)))
-        full = [None] * len(grads0)
-        for j, g in zip(live, grads):
-            full[j] = g / k
+                                        (tf.constant(0), [tf.zeros_like(v) for v in variables],
+                                         [tf.zeros([], tf.float32)] * 4), parallel_iterations=1)
+        full = [None] * len(variables)
+        for j in live:
+            full[j] = grads[j] / k
         loss, rec, cc, mask = [v / k for v in stats]
         return {"loss": loss, "loss_rec": rec, "loss_cc": cc, "mask": mask}, full
 
