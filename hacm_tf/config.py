@@ -108,7 +108,7 @@ class ModelConfig(_Serializable):
 
     Attributes:
       remat: what the backward pass recomputes instead of keeping: "none", "attention" (the attention
-        weights of every block) or "block" (whole blocks from their input; needs drop_path 0). Same
+        weights of every block) or "block" (whole blocks from their input, drop path included). Same
         results, less activation memory, more compute.
     """
 
@@ -184,7 +184,6 @@ class ModelConfig(_Serializable):
         _check(1 <= self.motion_stride < self.window, "motion_stride",
                f"must be in [1, window), got {self.motion_stride}")
         _check(self.remat in REMAT_MODES, "remat", f"must be one of {REMAT_MODES}, got {self.remat!r}")
-        _check(self.remat != "block" or self.drop_path == 0, "remat", "'block' needs drop_path 0")
         if self.method == "hacm" and self.switch("ref_unshuffle"):
             _check(self.num_patches % 2 == 0, "window",
                    "ref_unshuffle needs an even number of temporal patches (equal groups)")

@@ -53,12 +53,14 @@ class DropPath(keras.layers.Layer):
         self.rate = float(rate)
         self.seed_generator = keras.random.SeedGenerator(seed=None) if self.rate > 0 else None
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, seed=None):
+        """``seed``: int32 [2] for the draw (default: the layer's next seed)."""
         if not training or self.rate == 0.0:
             return x
         keep = 1.0 - self.rate
         shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
-        u = tf.random.stateless_uniform(shape, seed=replica_seed(self.seed_generator), dtype=x.dtype)
+        seed = replica_seed(self.seed_generator) if seed is None else seed
+        u = tf.random.stateless_uniform(shape, seed=seed, dtype=x.dtype)
         return x * tf.floor(keep + u) / keep
 
     def get_config(self):
@@ -113,7 +115,8 @@ class TransformerBlock(keras.layers.Layer):
 
     ``remat``: "none"; "attention" recomputes the attention weights in the backward pass; "block"
     keeps only the block's input and recomputes the whole block, attention weights again in its
-    backward pass (needs drop_path 0). Results are the same; memory goes down and compute up.
+    backward pass (drop path draws its seeds before the block, so the recomputed pass drops the same
+    samples). Results are the same; memory goes down and compute up.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
@@ -121,8 +124,6 @@ class TransformerBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         if remat not in REMAT_MODES:
             raise ValueError(f"remat must be one of {REMAT_MODES}, got {remat!r}")
-        if remat == "block" and drop_path > 0:
-            raise ValueError("remat='block' needs drop_path 0 (the recomputed pass must draw the same drops)")
         self.dim, self.heads, self.mlp_ratio = int(dim), int(heads), float(mlp_ratio)
         self.qkv_bias, self.drop_path, self.remat = bool(qkv_bias), float(drop_path), remat
         hidden = int(dim * mlp_ratio)
@@ -133,6 +134,7 @@ class TransformerBlock(keras.layers.Layer):
         self.fc2 = dense(dim, "fc2")
         self.drop = DropPath(drop_path, name="drop_path")
         self._block = tf.recompute_grad(self._residuals) if remat == "block" else None
+        self._seeded_block = tf.recompute_grad(self._seeded_residuals) if remat == "block" else None
 
     def build(self, input_shape):
         for layer in (self.norm1, self.attn, self.norm2, self.fc1):
@@ -140,13 +142,21 @@ class TransformerBlock(keras.layers.Layer):
         self.fc2.build(input_shape[:-1] + (int(self.dim * self.mlp_ratio),))
 
     def call(self, x, training=False):
-        if self._block is not None:
-            return self._block(x)
-        return self._residuals(x, training)
+        if self._block is None:
+            return self._residuals(x, training)
+        if training and self.drop_path > 0:   # the seeds the non-remat path would draw, in the same order
+            seeds = tf.stack([replica_seed(self.drop.seed_generator), replica_seed(self.drop.seed_generator)])
+            return self._seeded_block(x, seeds)
+        return self._block(x)
 
-    def _residuals(self, x, training=False):
-        x = x + self.drop(self.attn(self.norm1(x)), training=training)
-        return x + self.drop(self.fc2(gelu_erf(self.fc1(self.norm2(x)))), training=training)
+    def _residuals(self, x, training=False, seeds=None):
+        attn_seed, mlp_seed = (None, None) if seeds is None else tf.unstack(seeds)
+        x = x + self.drop(self.attn(self.norm1(x)), training=training, seed=attn_seed)
+        return x + self.drop(self.fc2(gelu_erf(self.fc1(self.norm2(x)))), training=training, seed=mlp_seed)
+
+    def _seeded_residuals(self, x, seeds):
+        """Training pass with drop path from int32 [2, 2] seeds (for remat='block')."""
+        return self._residuals(x, True, seeds)
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "mlp_ratio": self.mlp_ratio,

@@ -52,9 +52,42 @@ def test_remat_gives_the_same_outputs_and_gradients(remat, jit):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_block_remat_refuses_drop_path():
-    with pytest.raises(ValueError, match="drop_path"):
-        TransformerBlock(16, 4, drop_path=0.1, remat="block")
+@pytest.mark.parametrize("jit", [False, True])
+def test_block_remat_with_drop_path_drops_the_same_samples(jit):
+    """remat='block' recomputes the block from seeds drawn before it: the same drops, outputs and
+    gradients as without remat (both blocks start from the same weights and seed-generator state)."""
+    x = tf.random.stateless_normal([8, 10, 16], seed=[3, 4])
+    results = []
+    for mode in ("none", "block"):
+        block = TransformerBlock(16, 4, drop_path=0.5, remat=mode)
+        block.build((None, 10, 16))
+        if results:
+            for v, w in zip(block.weights, results[0][2]):
+                v.assign(w)
+        state = [w.numpy() for w in block.weights]
+        block.drop.seed_generator.state.assign([123, 0])
+
+        @tf.function(jit_compile=jit)
+        def loss_and_grads(x, block=block):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = block(x, training=True)
+                loss = tf.reduce_sum(y ** 2)
+            return y, loss, tape.gradient(loss, [x] + block.trainable_variables)
+
+        y, loss, grads = loss_and_grads(x)
+        results.append((y.numpy(), [g.numpy() for g in grads], state))
+    assert not np.allclose(results[0][0], block(x).numpy())   # some branches were dropped
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(results[1][1], results[0][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # a different draw drops differently: the seeds do reach the recomputed pass
+    other = TransformerBlock(16, 4, drop_path=0.5, remat="block")
+    other.build((None, 10, 16))
+    for v, w in zip(other.weights, results[0][2]):
+        v.assign(w)
+    other.drop.seed_generator.state.assign([124, 0])
+    assert not np.allclose(other(x, training=True).numpy(), results[0][0])
 
 
 @pytest.mark.parametrize("method,jit", [("hacm", False), ("mamp", True)])
