@@ -26,29 +26,36 @@ def test_gelu_and_its_gradient_match_numpy():
     np.testing.assert_allclose(y.numpy(), tf.nn.gelu(xt, approximate=False).numpy(), atol=1e-6)
 
 
+def _block_step(mode, x, weights=None, drop_path=0.0, training=False, seed_state=None, jit=False):
+    """A TransformerBlock(16, 4) with remat ``mode`` (weights and drop-path seed state copied in) and its
+    output, loss sum(y^2) and gradients for [x] + trainable variables, as numpy."""
+    block = TransformerBlock(16, 4, drop_path=drop_path, remat=mode)
+    block.build((None,) + tuple(x.shape[1:]))
+    for v, w in zip(block.weights, weights or []):
+        v.assign(w)
+    if seed_state is not None:
+        block.drop.seed_generator.state.assign(seed_state)
+
+    @tf.function(jit_compile=jit)
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = block(x, training=training)
+            loss = tf.reduce_sum(y ** 2)
+        return y, loss, tape.gradient(loss, [x] + block.trainable_variables)
+
+    y, loss, grads = run(x)
+    return block, y.numpy(), loss.numpy(), [g.numpy() for g in grads]
+
+
 @pytest.mark.parametrize("remat,jit", [("attention", False), ("attention", True), ("block", False), ("block", True)])
 def test_remat_gives_the_same_outputs_and_gradients(remat, jit):
     x = tf.random.stateless_normal([2, 10, 16], seed=[1, 2])
-    results = []
-    for mode in ("none", remat):
-        block = TransformerBlock(16, 4, remat=mode)
-        block.build((None, 10, 16))
-        if results:
-            for v, w in zip(block.weights, results[0][2]):
-                v.assign(w)
-
-        @tf.function(jit_compile=jit)
-        def loss_and_grads(x, block=block):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                loss = tf.reduce_sum(block(x) ** 2)
-            return loss, tape.gradient(loss, [x] + block.trainable_variables)
-
-        loss, grads = loss_and_grads(x)
-        results.append((loss.numpy(), [g.numpy() for g in grads], [w.numpy() for w in block.weights]))
+    base, _, loss0, grads0 = _block_step("none", x, jit=jit)
+    block, _, loss1, grads1 = _block_step(remat, x, [w.numpy() for w in base.weights], jit=jit)
     assert TransformerBlock.from_config(block.get_config()).remat == remat
-    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6)
-    for a, b in zip(results[1][1], results[0][1]):
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
+    for a, b in zip(grads1, grads0):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -57,37 +64,16 @@ def test_block_remat_with_drop_path_drops_the_same_samples(jit):
     """remat='block' recomputes the block from seeds drawn before it: the same drops, outputs and
     gradients as without remat (both blocks start from the same weights and seed-generator state)."""
     x = tf.random.stateless_normal([8, 10, 16], seed=[3, 4])
-    results = []
-    for mode in ("none", "block"):
-        block = TransformerBlock(16, 4, drop_path=0.5, remat=mode)
-        block.build((None, 10, 16))
-        if results:
-            for v, w in zip(block.weights, results[0][2]):
-                v.assign(w)
-        state = [w.numpy() for w in block.weights]
-        block.drop.seed_generator.state.assign([123, 0])
-
-        @tf.function(jit_compile=jit)
-        def loss_and_grads(x, block=block):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = block(x, training=True)
-                loss = tf.reduce_sum(y ** 2)
-            return y, loss, tape.gradient(loss, [x] + block.trainable_variables)
-
-        y, loss, grads = loss_and_grads(x)
-        results.append((y.numpy(), [g.numpy() for g in grads], state))
-    assert not np.allclose(results[0][0], block(x).numpy())   # some branches were dropped
-    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
-    for a, b in zip(results[1][1], results[0][1]):
+    base, y0, _, grads0 = _block_step("none", x, None, 0.5, True, [123, 0], jit)
+    weights = [w.numpy() for w in base.weights]
+    block, y1, _, grads1 = _block_step("block", x, weights, 0.5, True, [123, 0], jit)
+    assert not np.allclose(y0, block(x).numpy())   # some branches were dropped
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads1, grads0):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # a different draw drops differently: the seeds do reach the recomputed pass
-    other = TransformerBlock(16, 4, drop_path=0.5, remat="block")
-    other.build((None, 10, 16))
-    for v, w in zip(other.weights, results[0][2]):
-        v.assign(w)
-    other.drop.seed_generator.state.assign([124, 0])
-    assert not np.allclose(other(x, training=True).numpy(), results[0][0])
+    _, y2, _, _ = _block_step("block", x, weights, 0.5, True, [124, 0], jit)
+    assert not np.allclose(y2, y0)
 
 
 @pytest.mark.parametrize("method,jit", [("hacm", False), ("mamp", True)])
