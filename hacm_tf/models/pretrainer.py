@@ -157,7 +157,8 @@ class MaskedPretrainer(keras.Model):
         else:
             out = self._mamp_mae(xb, noise[0], training)
         if not intermediates:
-            keep = ("loss", "loss_rec", "loss_cc", "mask", "pred", "target", "visible", "cc_terms", "mask_grid")
+            keep = ("loss", "loss_rec", "loss_cc", "mask", "pred", "target", "visible", "cc_terms", "mask_grid",
+                    "pooled")
             out = {k: v for k, v in out.items() if k in keep}
         return out
 
@@ -210,11 +211,12 @@ class MaskedPretrainer(keras.Model):
                    ids_keep=res.ids_keep, loss_per_token=per_token, mc=mc)
         return out
 
-    def _hacm(self, x, noise, training):
+    def _hacm_encode(self, x, noise, training, out):
+        """Embedding, both criteria, masking and the encoder: [B, T, V, 3] -> (latent [B, k_t + k_s, D],
+        res_t, res_s); intermediates go into ``out``."""
         cfg = self.cfg
-        out = {}
         b = tf.shape(x)[0]
-        tp, vp, d = cfg.num_patches, self.num_token_joints, cfg.dim
+        vp, d = self.num_token_joints, cfg.dim
         ref_order = cfg.switch("ref_token_order")
         e = self.encoder.embed(x)                                         # [B, T', V', D]
         mc = self.encoder.position(e)                                     # [B, T', V', D]
@@ -261,11 +263,28 @@ class MaskedPretrainer(keras.Model):
         vis_t = masking.gather_tokens(tokens_t, res_t.ids_keep)
         vis_s = masking.gather_tokens(tokens_s, res_s.ids_keep)
         latent = self.encoder.encode(tf.concat([vis_t, vis_s], axis=1), training=training)
-        lat_t, lat_s = latent[:, :self.keep_t], latent[:, self.keep_t:]
-        if cfg.switch("ref_cross_contrast"):
-            loss_cc, cc_terms = losses.cross_contrast(lat_t, lat_s)
-        else:
-            loss_cc, cc_terms = losses.cross_contrast(lat_t, lat_s, normalize=True, temperature=cfg.cc_temperature)
+        out.update(embed_raw=e, mc=mc, h=h, tokens_t=tokens_t, tokens_s=tokens_s, score_raw_t=score_t,
+                   score_raw_s=score_s)
+        return latent, res_t, res_s
+
+    def _pool(self, latent):
+        """HA-CM latent [B, k_t + k_s, D] -> pooled group features [3, B, D] for the cross-contrast."""
+        return losses.pool_groups(latent[:, :self.keep_t], latent[:, self.keep_t:],
+                                  normalize=not self.cfg.switch("ref_cross_contrast"))
+
+    def _contrast(self, pooled):
+        """Cross-contrast of pooled features [3, B, D] -> (loss, terms [3]); the reference uses temperature 1."""
+        temperature = 1.0 if self.cfg.switch("ref_cross_contrast") else self.cfg.cc_temperature
+        return losses.pooled_contrast(pooled, temperature)
+
+    def _hacm(self, x, noise, training):
+        cfg = self.cfg
+        out = {}
+        b = tf.shape(x)[0]
+        tp, vp = cfg.num_patches, self.num_token_joints
+        latent, res_t, res_s = self._hacm_encode(x, noise, training, out)
+        pooled = self._pool(latent)
+        loss_cc, cc_terms = self._contrast(pooled)
 
         # decoder input: visible tokens back in their slots, mask tokens elsewhere
         y = self.decoder_embed(latent)                                    # [B, k_t + k_s, Dd]
@@ -306,10 +325,9 @@ class MaskedPretrainer(keras.Model):
         loss = loss_rec + cfg.cc_weight * loss_cc
         mask_grid = tf.reshape(tf.gather(mask_slots, self.cell_slots, axis=1), [b, tp, vp])
         out.update(loss=loss, mask_grid=mask_grid, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms, mask=mask,
-                   pred=pred, target=target, target_raw=target_raw,
-                   visible=tf.cast(self.keep_t + self.keep_s, tf.float32), embed_raw=e, mc=mc, h=h,
-                   tokens_t=tokens_t, tokens_s=tokens_s, score_raw_t=score_t,
-                   score_raw_s=score_s, mask_t=res_t.mask, mask_s=res_s.mask, ids_keep_t=res_t.ids_keep,
+                   pred=pred, target=target, target_raw=target_raw, pooled=pooled,
+                   visible=tf.cast(self.keep_t + self.keep_s, tf.float32), mask_t=res_t.mask, mask_s=res_s.mask,
+                   ids_keep_t=res_t.ids_keep,
                    ids_keep_s=res_s.ids_keep, ids_restore_t=res_t.ids_restore, ids_restore_s=res_s.ids_restore,
                    gumbel_z_t=res_t.z, gumbel_z_s=res_s.z, latent=latent, dec_embed_out=y, motion=mot,
                    motion_h=mot_h, loss_per_token=per_token,
@@ -332,12 +350,19 @@ class MaskedPretrainer(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    def contrast_spans_parts(self) -> bool:
+        """Whether micro-batching must carry the cross-contrast across parts (HA-CM with cc_weight != 0)."""
+        return self.cfg.method == "hacm" and self.cfg.cc_weight != 0.0
+
     def _loss_and_grads(self, x, noise):
         """Losses and gradients of a batch, in ``micro_batches`` parts run one after the other (a
         while loop) whose gradients and scalar losses are averaged. Every part has the same number
-        of clips and of masked tokens per clip, so this is the full batch's update, except that
-        HA-CM's in-batch cross-contrast compares clips within each part (as it does within each
-        replica under tf.distribute)."""
+        of clips and of masked tokens per clip, so the reconstruction term splits over parts. HA-CM's
+        in-batch cross-contrast compares every clip with every clip of the batch: a first pass (part by
+        part, no tape) computes the pooled group features of all clips, the contrast of the whole batch
+        and its gradient G with respect to them; each part's backward pass then adds G . pooled, whose
+        parameter gradient is that part's share of the contrast's. The result is the full batch's update
+        for one more encoder forward pass (the encoder sees only the visible tokens)."""
         k = self.micro_batches
         if k == 1:
             return self._part_loss_and_grads(x, noise)
@@ -345,6 +370,12 @@ class MaskedPretrainer(keras.Model):
         tf.debugging.assert_equal(n % k, 0, message=f"batch is not divisible by micro_batches={k}")
         xs = tf.reshape(x, tf.concat([[k, n // k], tf.shape(x)[1:]], axis=0))
         ns = [tf.reshape(z, [k, -1, z.shape[-1]]) for z in noise]     # rows n * M + m: clips stay whole
+        cc_grads = None
+        if self.contrast_spans_parts():
+            if self.cfg.drop_path > 0:
+                raise ValueError("HA-CM micro-batching recomputes the encoder and needs drop_path = 0 in "
+                                 f"pretraining, got drop_path={self.cfg.drop_path}")
+            cc, cc_grads = self._batch_contrast(xs, ns)
 
         def scalars(out):
             return [out["loss"], out["loss_rec"], out["loss_cc"], tf.reduce_mean(out["mask"])]
@@ -353,7 +384,8 @@ class MaskedPretrainer(keras.Model):
         live = []   # which variables get gradients (the l1 / l2 projections get none), found when tracing
 
         def body(i, grads, stats):
-            out, g = self._part_loss_and_grads(xs[i], [z[i] for z in ns])
+            pooled_grads = None if cc_grads is None else cc_grads[i] * float(k)   # the loop divides by k
+            out, g = self._part_loss_and_grads(xs[i], [z[i] for z in ns], pooled_grads)
             live[:] = [j for j, gj in enumerate(g) if gj is not None]
             return i + 1, [a if gj is None else a + gj for a, gj in zip(grads, g)], \
                 [a + b for a, b in zip(stats, scalars(out))]
@@ -366,14 +398,39 @@ class MaskedPretrainer(keras.Model):
         full = [None] * len(variables)
         for j in live:
             full[j] = grads[j] / k
-        loss, rec, cc, mask = [v / k for v in stats]
-        return {"loss": loss, "loss_rec": rec, "loss_cc": cc, "mask": mask}, full
+        loss, rec, loss_cc, mask = [v / k for v in stats]
+        if cc_grads is not None:   # the whole batch's contrast, not the parts' mean
+            loss_cc = cc
+            loss = rec + self.cfg.cc_weight * cc
+        return {"loss": loss, "loss_rec": rec, "loss_cc": loss_cc, "mask": mask}, full
 
-    def _part_loss_and_grads(self, x, noise):
+    def _batch_contrast(self, xs, ns):
+        """Cross-contrast of a batch given as parts xs [K, N/K, T, M, V, 3] and noise [K, B/K, L_g]:
+        (loss, gradient with respect to each part's pooled features [K, 3, B/K, D])."""
+        def features(args):
+            return self._pool(self._hacm_encode(fold_persons(args[0]), list(args[1:]), True, {})[0])
+
+        pooled = tf.map_fn(features, (xs, *ns), fn_output_signature=tf.float32, parallel_iterations=1)
+        parts = tf.shape(pooled)                                           # [K, 3, B/K, D]
+        whole = tf.reshape(tf.transpose(pooled, [1, 0, 2, 3]), [3, -1, pooled.shape[-1]])   # clips in batch order
+        with tf.GradientTape() as tape:
+            tape.watch(whole)
+            cc, _ = self._contrast(whole)
+        grads = tape.gradient(cc, whole)
+        grads = tf.transpose(tf.reshape(grads, [3, parts[0], parts[2], pooled.shape[-1]]), [1, 0, 2, 3])
+        return cc, grads
+
+    def _part_loss_and_grads(self, x, noise, pooled_grads=None):
+        """Loss dict and gradients of one part. With ``pooled_grads`` [3, B, D] (HA-CM micro-batching) the
+        objective is loss_rec + cc_weight * sum(pooled_grads * pooled) instead of the part's own contrast."""
         n_rep = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             out = self.compute_losses(x, noise, training=True)
-            scaled = out["loss"] / tf.cast(n_rep, tf.float32)   # gradients are summed over replicas
+            objective = out["loss"]
+            if pooled_grads is not None:
+                objective = out["loss_rec"] + self.cfg.cc_weight * tf.reduce_sum(
+                    tf.stop_gradient(pooled_grads) * out["pooled"])
+            scaled = objective / tf.cast(n_rep, tf.float32)   # gradients are summed over replicas
         grads = tape.gradient(scaled, self.trainable_variables)
         return out, grads
 

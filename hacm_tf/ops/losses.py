@@ -21,6 +21,27 @@ def identity_mse(logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(s - tf.eye(tf.shape(s)[0], dtype=s.dtype)))
 
 
+def pool_groups(first: tf.Tensor, second: tf.Tensor, normalize: bool = False) -> tf.Tensor:
+    """Per-clip pooled features of the two groups: first [B, k1, D], second [B, k2, D] -> [3, B, D]
+    holding a, b, g = the mean of first, of second, of both (L2-normalised when ``normalize``)."""
+    a = tf.reduce_mean(first, axis=1)                                  # [B, D]
+    b = tf.reduce_mean(second, axis=1)
+    g = tf.reduce_mean(tf.concat([first, second], axis=1), axis=1)
+    if normalize:
+        a, b, g = (tf.math.l2_normalize(t, axis=-1) for t in (a, b, g))
+    return tf.stack([a, b, g])
+
+
+def pooled_contrast(pooled: tf.Tensor, temperature: float = 1.0):
+    """Cross-contrast of pooled features [3, B, D] (a, b, g): the sum of identity_mse over
+    (b g^T, a g^T, a b^T) / temperature, comparing every clip with every clip. Returns (loss, terms [3])."""
+    a, b, g = pooled[0], pooled[1], pooled[2]
+    terms = tf.stack([identity_mse(tf.matmul(b, g, transpose_b=True) / temperature),
+                      identity_mse(tf.matmul(a, g, transpose_b=True) / temperature),
+                      identity_mse(tf.matmul(a, b, transpose_b=True) / temperature)])
+    return tf.reduce_sum(terms), terms
+
+
 def cross_contrast(first: tf.Tensor, second: tf.Tensor, normalize: bool = False, temperature: float = 1.0):
     """Cross-contrast between the two groups' pooled encoder features.
 
@@ -29,12 +50,4 @@ def cross_contrast(first: tf.Tensor, second: tf.Tensor, normalize: bool = False,
     (b g^T, a g^T, a b^T). The reference uses raw features and temperature 1;
     ``normalize`` L2-normalises a, b, g first. Returns (loss, terms [3]).
     """
-    a = tf.reduce_mean(first, axis=1)                                  # [B, D]
-    b = tf.reduce_mean(second, axis=1)
-    g = tf.reduce_mean(tf.concat([first, second], axis=1), axis=1)
-    if normalize:
-        a, b, g = (tf.math.l2_normalize(t, axis=-1) for t in (a, b, g))
-    terms = tf.stack([identity_mse(tf.matmul(b, g, transpose_b=True) / temperature),
-                      identity_mse(tf.matmul(a, g, transpose_b=True) / temperature),
-                      identity_mse(tf.matmul(a, b, transpose_b=True) / temperature)])
-    return tf.reduce_sum(terms), terms
+    return pooled_contrast(pool_groups(first, second, normalize), temperature)

@@ -59,6 +59,10 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
     if data_config.batch_size % parts:
         raise ConfigError(f"batch_size {data_config.batch_size} is not divisible by micro_batches x replicas = "
                           f"{train_config.micro_batches} x {strategy.num_replicas_in_sync}")
+    if (train_config.micro_batches > 1 and model_config.method == "hacm" and model_config.cc_weight != 0
+            and model_config.drop_path > 0):
+        raise ConfigError(f"HA-CM micro-batching recomputes the encoder for the batch-wide cross-contrast and "
+                          f"needs drop_path = 0 in pretraining, got drop_path={model_config.drop_path}")
     info = tfrecord.load_info(data_dir)
     check_data_for_model(info, data_dir, model_config)
     spe = steps_per_epoch(info["splits"]["train"], data_config.batch_size, train_config.steps_per_epoch)

@@ -76,41 +76,43 @@ def test_block_remat_with_drop_path_drops_the_same_samples(jit):
     assert not np.allclose(y2, y0)
 
 
-@pytest.mark.parametrize("method,jit", [("hacm", False), ("mamp", True)])
-def test_micro_batches_give_the_full_batch_update(method, jit):
-    """Exact for everything but HA-CM's in-batch cross-contrast (which, as across replicas, then
-    contrasts within each part; see the next test), so HA-CM runs with cc_weight 0 here."""
+@pytest.mark.parametrize("method,mode,jit", [("hacm", "corrected", False), ("hacm", "reference", True),
+                                             ("mamp", "corrected", True), ("mae", "corrected", False)])
+def test_micro_batches_give_the_full_batch_update(method, mode, jit):
+    """Losses and gradients of 2 and 4 parts equal the whole batch's, HA-CM's batch-wide cross-contrast
+    included (its first pass and the parts' surrogate terms)."""
     from hacm_tf import bench
     from hacm_tf.config import ModelConfig
 
-    cfg = ModelConfig(method=method, window=12, t_patch=3 if method == "hacm" else 4, dim=16, depth=1, heads=2,
-                      decoder_dim=16, decoder_depth=1, decoder_heads=2, cc_weight=0.0).validate()
+    cfg = ModelConfig(method=method, hacm_mode=mode, window=12, t_patch=3 if method == "hacm" else 4, dim=16,
+                      depth=1, heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2, cc_weight=0.7).validate()
     model, _, x = bench._pretrain_step(cfg, 4)
     noise = model.sample_noise(8)
-    step = tf.function(model._loss_and_grads, jit_compile=jit)
-    full_out, full_grads = step(x, noise)
-    model.micro_batches = 2
-    step = tf.function(model._loss_and_grads, jit_compile=jit)
-    out, grads = step(x, noise)
-    for key in ("loss", "loss_rec") + (("loss_cc",) if method != "hacm" else ()):   # HA-CM logs loss_cc
-        np.testing.assert_allclose(out[key].numpy(), full_out[key].numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(out["mask"].numpy(), np.mean(full_out["mask"].numpy()), rtol=1e-6)
-    assert [g is None for g in grads] == [g is None for g in full_grads]
-    for a, b in zip(grads, full_grads):
-        if a is not None:
-            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+    full_out, full_grads = tf.function(model._loss_and_grads, jit_compile=jit)(x, noise)
+    if method == "hacm":   # the contrast is on and contributes to the gradients
+        assert full_out["loss_cc"].numpy() > 0
+        _, rec_grads = model._part_loss_and_grads(x, noise, tf.zeros([3, 8, 16]))
+        assert not all(np.allclose(a, b) for a, b in zip(rec_grads, full_grads) if a is not None)
+    for parts in (2, 4):
+        model.micro_batches = parts
+        out, grads = tf.function(model._loss_and_grads, jit_compile=jit)(x, noise)
+        for key in ("loss", "loss_rec", "loss_cc"):
+            np.testing.assert_allclose(out[key].numpy(), full_out[key].numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(out["mask"].numpy(), np.mean(full_out["mask"].numpy()), rtol=1e-6)
+        assert [g is None for g in grads] == [g is None for g in full_grads]
+        for a, b in zip(grads, full_grads):
+            if a is not None:
+                np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+    model.micro_batches = 1
 
 
-def test_micro_batches_contrast_within_each_part():
+def test_hacm_micro_batches_refuse_encoder_drop_path():
     from hacm_tf import bench
     from hacm_tf.config import ModelConfig
 
-    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=2, decoder_dim=16, decoder_depth=1,
-                      decoder_heads=2).validate()
+    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=2, decoder_dim=16,
+                      decoder_depth=1, decoder_heads=2, drop_path=0.1).validate()
     model, _, x = bench._pretrain_step(cfg, 4)
-    noise = model.sample_noise(8)
-    parts = [model.compute_losses(x[i:i + 2], [n[2 * i:2 * i + 4] for n in noise]) for i in (0, 2)]
     model.micro_batches = 2
-    out, _ = model._loss_and_grads(x, noise)
-    for key in ("loss", "loss_rec", "loss_cc"):
-        np.testing.assert_allclose(out[key].numpy(), np.mean([p[key].numpy() for p in parts]), rtol=1e-5)
+    with pytest.raises(ValueError, match="drop_path"):
+        model._loss_and_grads(x, model.sample_noise(8))

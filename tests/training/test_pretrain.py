@@ -166,6 +166,9 @@ def test_micro_batches_run_and_must_divide_the_batch(synthetic_dir, tmp_path):
         pretrain(str(tmp_path / "bad"), synthetic_dir, model_config("hacm"), DATA,
                  TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0, micro_batches=3, jit_compile=False))
     assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+    with pytest.raises(ConfigError, match="drop_path"):
+        pretrain(str(tmp_path / "bad"), synthetic_dir, model_config("hacm", drop_path=0.1), DATA,
+                 TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0, micro_batches=2, jit_compile=False))
     final = pretrain(str(tmp_path / "ok"), synthetic_dir, model_config("hacm"), DATA,
                      TrainConfig(epochs=1, steps_per_epoch=2, warmup_epochs=0, micro_batches=2, jit_compile=False))
     assert final["steps"] == 2 and np.isfinite(final["last_epoch"]["loss"])
