@@ -206,8 +206,9 @@ class TrainConfig(_Serializable):
         HA-CM, slower for MAMP / MAE, see README's benchmarks; costs seconds of compilation, so smoke
         presets turn it off).
       micro_batches: pretraining: split each replica's batch into this many parts whose gradients are
-        averaged (one after the other: the activation memory of one part; the same update, except
-        that HA-CM's in-batch cross-contrast then compares clips within each part).
+        averaged (one after the other: the activation memory of one part; the same update, HA-CM's
+        batch-wide cross-contrast included, for one more encoder forward pass; HA-CM then needs
+        drop_path = 0).
       nonfinite: "stop" (raise on a non-finite loss) or "skip" (zero that step's gradients).
       deterministic: enable TF op determinism.
     """
