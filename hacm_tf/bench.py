@@ -35,12 +35,12 @@ def data_throughput(data_dir: str, batch_size: int = 128, window: int = 72, step
             "ms_per_batch": round(1000 * elapsed / steps, 2), "cpu_count": os.cpu_count()}
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul GFLOP/s of this machine (best of ``repeats``), the MFU denominator."""
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """Measured matmul GFLOP/s of this machine (best of ``repeats``; float32: the MFU denominator)."""
     import tensorflow as tf
 
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
+    a = tf.cast(tf.random.normal([n, n]), dtype)
+    b = tf.cast(tf.random.normal([n, n]), dtype)
     f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
     f()
     best = float("inf")
@@ -131,7 +131,7 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
             "decoder_depth": config.decoder_depth, "xla": jit_compile, "remat": config.remat,
-            "micro_batches": micro_batches, "steps": steps,
+            "precision": config.precision, "micro_batches": micro_batches, "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(t_compile, 1),
@@ -280,6 +280,7 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     med, first = _time(lambda: float(step((x, y))["loss"][0]), steps, warmup)
     flops = 3 * classifier_flops_per_sample(config, num_classes)
     return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": config.remat,
+            "precision": config.precision,
             "tokens": config.num_patches * len(clf.encoder.joints), "ms_per_step": round(1000 * med, 1),
             "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
             "achieved_gflops": round(flops * batch_size / med / 1e9, 1), "warmup_seconds": round(first, 1),

@@ -31,7 +31,8 @@ def model_config(FLAGS):
     from hacm_tf.training.downstream import read_run_config, resolve_checkpoint
 
     base = read_run_config(resolve_checkpoint(FLAGS.pretrained)[0])["model"]
-    base.pop("remat", None)   # a memory setting of the pretraining run, not part of the architecture
+    for setting in ("remat", "precision"):   # compute settings of the pretraining run, not of the architecture
+        base.pop(setting, None)
     explicit = {k: v for k, v in cli.config_from_flags(ModelConfig, FLAGS).to_dict().items() if FLAGS[k].present}
     return ModelConfig.from_dict({**base, **explicit})
 

@@ -7,7 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
-from hacm_tf.config import REMAT_MODES
+from hacm_tf.config import PRECISIONS, REMAT_MODES
 from hacm_tf.layers.random import replica_seed
 
 LN_EPS = 1e-5
@@ -38,10 +38,10 @@ def track_layers(owner, prefix: str, layers):
         setattr(owner, f"{prefix}{i}", layer)
 
 
-def dense(units: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
-    """Dense layer with the reference's init: xavier-uniform kernel, zero bias."""
+def dense(units: int, name: str, use_bias: bool = True, dtype=None) -> keras.layers.Dense:
+    """Dense layer with the reference's init: xavier-uniform kernel, zero bias (``dtype``: a Keras dtype policy)."""
     return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer="glorot_uniform",
-                              bias_initializer="zeros", name=name)
+                              bias_initializer="zeros", name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable("hacm_tf")
@@ -81,8 +81,8 @@ class Attention(keras.layers.Layer):
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.dim, self.heads, self.qkv_bias, self.remat = int(dim), int(heads), bool(qkv_bias), bool(remat)
         self.scale = (dim // heads) ** -0.5
-        self.qkv = dense(3 * dim, "qkv", use_bias=qkv_bias)
-        self.proj = dense(dim, "proj")
+        self.qkv = dense(3 * dim, "qkv", use_bias=qkv_bias, dtype=self.dtype_policy)
+        self.proj = dense(dim, "proj", dtype=self.dtype_policy)
         self._core = tf.recompute_grad(self._attend) if self.remat else self._attend
 
     def build(self, input_shape):
@@ -117,21 +117,28 @@ class TransformerBlock(keras.layers.Layer):
     keeps only the block's input and recomputes the whole block, attention weights again in its
     backward pass (drop path draws its seeds before the block, so the recomputed pass drops the same
     samples). Results are the same; memory goes down and compute up.
+
+    ``precision="mixed_bfloat16"``: attention and MLP (matmuls, softmax, GELU) compute in bfloat16 from
+    float32 weights; LayerNorm, drop path and the residual stream stay float32. Input and output float32.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0, remat: str = "none", **kwargs):
+                 drop_path: float = 0.0, remat: str = "none", precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         if remat not in REMAT_MODES:
             raise ValueError(f"remat must be one of {REMAT_MODES}, got {remat!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dim, self.heads, self.mlp_ratio = int(dim), int(heads), float(mlp_ratio)
         self.qkv_bias, self.drop_path, self.remat = bool(qkv_bias), float(drop_path), remat
+        self.precision = precision
         hidden = int(dim * mlp_ratio)
+        branch = precision if precision != "float32" else None     # dtype policy of the two branches
         self.norm1 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm1")
-        self.attn = Attention(dim, heads, qkv_bias, remat in ("attention", "block"), name="attn")
+        self.attn = Attention(dim, heads, qkv_bias, remat in ("attention", "block"), name="attn", dtype=branch)
         self.norm2 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm2")
-        self.fc1 = dense(hidden, "fc1")
-        self.fc2 = dense(dim, "fc2")
+        self.fc1 = dense(hidden, "fc1", dtype=branch)
+        self.fc2 = dense(dim, "fc2", dtype=branch)
         self.drop = DropPath(drop_path, name="drop_path")
         self._block = tf.recompute_grad(self._residuals) if remat == "block" else None
         self._seeded_block = tf.recompute_grad(self._seeded_residuals) if remat == "block" else None
@@ -151,8 +158,10 @@ class TransformerBlock(keras.layers.Layer):
 
     def _residuals(self, x, training=False, seeds=None):
         attn_seed, mlp_seed = (None, None) if seeds is None else tf.unstack(seeds)
-        x = x + self.drop(self.attn(self.norm1(x)), training=training, seed=attn_seed)
-        return x + self.drop(self.fc2(gelu_erf(self.fc1(self.norm2(x)))), training=training, seed=mlp_seed)
+        branch = tf.cast(self.attn(self.norm1(x)), x.dtype)
+        x = x + self.drop(branch, training=training, seed=attn_seed)
+        branch = tf.cast(self.fc2(gelu_erf(self.fc1(self.norm2(x)))), x.dtype)
+        return x + self.drop(branch, training=training, seed=mlp_seed)
 
     def _seeded_residuals(self, x, seeds):
         """Training pass with drop path from int32 [2, 2] seeds (for remat='block')."""
@@ -160,4 +169,5 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
-                "qkv_bias": self.qkv_bias, "drop_path": self.drop_path, "remat": self.remat}
+                "qkv_bias": self.qkv_bias, "drop_path": self.drop_path, "remat": self.remat,
+                "precision": self.precision}

@@ -48,7 +48,7 @@ class SkeletonEncoder(keras.layers.Layer):
         self.pos_embed = PositionEmbedding(cfg.num_patches, len(self.joints), cfg.dim, name="pos_embed")
         self.hyperbolic = HyperbolicMapping(cfg.curvature, cfg.clip_radius, name="hyperbolic")
         rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
-        self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), cfg.remat,
+        self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), cfg.remat, cfg.precision,
                                         name=f"blocks_{i}") for i, r in enumerate(rates)]
         track_layers(self, "block", self.blocks)
         self.norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm")

@@ -63,7 +63,7 @@ class MaskedPretrainer(keras.Model):
         self.patch_values = cfg.t_patch * 3
         self.decoder_embed = dense(cfg.decoder_dim, "decoder_embed")
         self.decoder_blocks = [TransformerBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, True, 0.0,
-                                                cfg.remat, name=f"decoder_blocks_{i}")
+                                                cfg.remat, cfg.precision, name=f"decoder_blocks_{i}")
                                for i in range(cfg.decoder_depth)]
         track_layers(self, "decoder_block", self.decoder_blocks)
         self.decoder_norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="decoder_norm")

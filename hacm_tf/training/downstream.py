@@ -73,15 +73,19 @@ def load_pretrained_encoder(path: str) -> Tuple[SkeletonEncoder, ModelConfig]:
     return model.encoder, model_cfg
 
 
-def load_classifier(path: str) -> Tuple[ActionClassifier, dict]:
-    """Restores a linear-probe / fine-tune run's classifier; returns it with the run's config dict."""
+def load_classifier(path: str, precision: str = "float32") -> Tuple[ActionClassifier, dict]:
+    """Restores a linear-probe / fine-tune run's classifier; returns it with the run's config dict.
+
+    ``precision``: the compute precision of the restored model (ModelConfig.precision), float32 by
+    default whatever the run trained with (the weights are float32 either way)."""
     run_dir, ckpt = resolve_checkpoint(path)
     cfg = read_run_config(run_dir)
     if cfg.get("stage") not in PROTOCOLS:
         raise ValueError(f"{run_dir} is a {cfg.get('stage')!r} run; export and evaluate need a linear-probe or "
                          "fine-tune run")
     proto = ProtocolConfig(**cfg["protocol"])
-    clf = build_classifier(ModelConfig.from_dict(cfg["model"]), cfg["num_classes"], proto)
+    model_cfg = ModelConfig.from_dict({**cfg["model"], "precision": precision, "remat": "none"}).validate()
+    clf = build_classifier(model_cfg, cfg["num_classes"], proto)
     tf.train.Checkpoint(model=clf).restore(ckpt).expect_partial().assert_existing_objects_matched()
     return clf, cfg
 

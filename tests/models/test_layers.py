@@ -1,5 +1,5 @@
 """Transformer layers: GELU and its hand-written gradient against numpy; attention recomputation
-(remat) gives the same outputs and gradients."""
+(remat) gives the same outputs and gradients; mixed bfloat16 agrees with float32 to bfloat16 rounding."""
 
 import math
 
@@ -26,10 +26,11 @@ def test_gelu_and_its_gradient_match_numpy():
     np.testing.assert_allclose(y.numpy(), tf.nn.gelu(xt, approximate=False).numpy(), atol=1e-6)
 
 
-def _block_step(mode, x, weights=None, drop_path=0.0, training=False, seed_state=None, jit=False):
+def _block_step(mode, x, weights=None, drop_path=0.0, training=False, seed_state=None, jit=False,
+                precision="float32"):
     """A TransformerBlock(16, 4) with remat ``mode`` (weights and drop-path seed state copied in) and its
     output, loss sum(y^2) and gradients for [x] + trainable variables, as numpy."""
-    block = TransformerBlock(16, 4, drop_path=drop_path, remat=mode)
+    block = TransformerBlock(16, 4, drop_path=drop_path, remat=mode, precision=precision)
     block.build((None,) + tuple(x.shape[1:]))
     for v, w in zip(block.weights, weights or []):
         v.assign(w)
@@ -74,6 +75,30 @@ def test_block_remat_with_drop_path_drops_the_same_samples(jit):
     # a different draw drops differently: the seeds do reach the recomputed pass
     _, y2, _, _ = _block_step("block", x, weights, 0.5, True, [124, 0], jit)
     assert not np.allclose(y2, y0)
+
+
+def _relative_error(a, b):
+    return np.linalg.norm(np.ravel(a) - np.ravel(b)) / np.linalg.norm(np.ravel(b))
+
+
+@pytest.mark.parametrize("remat,jit", [("none", False), ("block", True)])
+def test_mixed_bfloat16_block_agrees_with_float32_to_bfloat16_rounding(remat, jit):
+    """Same weights and drop-path seeds: float32 in and out, float32 weights, outputs and gradients within
+    a few bfloat16 ulps (8 mantissa bits: 2^-8 = 0.4 %) of the float32 block's, but not equal to them."""
+    x = tf.random.stateless_normal([8, 10, 16], seed=[5, 6])
+    base, y0, loss0, grads0 = _block_step("none", x, None, 0.3, True, [7, 0], jit)
+    weights = [w.numpy() for w in base.weights]
+    block, y1, loss1, grads1 = _block_step(remat, x, weights, 0.3, True, [7, 0], jit, "mixed_bfloat16")
+    assert y1.dtype == np.float32 and all(v.dtype == "float32" for v in block.weights)
+    assert block.fc1.compute_dtype == "bfloat16" and block.norm1.compute_dtype == "float32"
+    assert TransformerBlock.from_config(block.get_config()).precision == "mixed_bfloat16"
+    assert not np.array_equal(y1, y0)
+    assert _relative_error(y1, y0) < 0.01
+    np.testing.assert_allclose(loss1, loss0, rtol=0.01)
+    for a, b in zip(grads1, grads0):
+        assert _relative_error(a, b) < 0.02
+    with pytest.raises(ValueError, match="precision"):
+        TransformerBlock(16, 4, precision="float16")
 
 
 @pytest.mark.parametrize("method,mode,jit", [("hacm", "corrected", False), ("hacm", "reference", True),

@@ -118,3 +118,23 @@ def test_gradients_reach_encoder_and_decoder_but_not_the_criteria():
                if "/l1/" in p or "/l2/" in p or p.startswith("l1") or p.startswith("l2"))
     assert any(g is not None for p, g in grads.items() if "blocks_0" in p and "decoder" not in p)
     assert grads[m.mask_token.path] is not None
+
+
+@pytest.mark.parametrize("method", ["hacm", "mamp"])
+def test_mixed_bfloat16_pretrainer_reads_float32_checkpoints_and_agrees_to_rounding(method, tmp_path):
+    """The masks come from float32 criteria, so they are identical; losses agree to bfloat16 rounding; a
+    float32 checkpoint restores into the mixed model (same variables) and its training step is finite."""
+    f32 = tiny(method)
+    path = tf.train.Checkpoint(model=f32).save(str(tmp_path / "ckpt"))
+    mixed = tiny(method, precision="mixed_bfloat16")
+    tf.train.Checkpoint(model=mixed).restore(path).assert_existing_objects_matched()
+    assert all(v.dtype == "float32" for v in mixed.weights)
+    x = batch()
+    nz = noises(f32, 6)
+    a, b = f32.compute_losses(x, nz), mixed.compute_losses(x, nz)
+    np.testing.assert_array_equal(b["mask"].numpy(), a["mask"].numpy())
+    assert b["pred"].dtype == tf.float32 and not np.array_equal(b["pred"].numpy(), a["pred"].numpy())
+    for key in ("loss_rec", "loss_cc", "loss"):
+        assert float(b[key]) == pytest.approx(float(a[key]), rel=0.02, abs=1e-6), key
+    out, grads = mixed._loss_and_grads(tf.constant(x), nz)
+    assert np.isfinite(float(out["loss"])) and all(np.isfinite(g.numpy()).all() for g in grads if g is not None)
