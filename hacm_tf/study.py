@@ -47,6 +47,7 @@ class StudyConfig:
       semi_eval_every: the same for the 10 %-label runs (0: eval_every).
       semi_steps_per_epoch: steps of a 10 %-label epoch (0: one pass over the labelled clips); a small
         labelled subset repeats within an epoch, which saves the per-epoch checkpoint and bookkeeping.
+      precision: ModelConfig.precision of every stage.
     """
 
     layout: str = "kinect_v1_20"
@@ -65,6 +66,7 @@ class StudyConfig:
     eval_every: int = 1
     semi_eval_every: int = 2
     semi_steps_per_epoch: int = 10
+    precision: str = "float32"
 
     @classmethod
     def synthetic(cls) -> "StudyConfig":
@@ -87,7 +89,8 @@ def model_config(study: StudyConfig, changes: Optional[dict]) -> ModelConfig:
     t_patch = 3 if changes["method"] == "hacm" else 4
     return ModelConfig(layout=study.layout, num_persons=study.num_persons, window=study.window, t_patch=t_patch,
                        dim=study.dim, depth=study.depth, heads=study.heads, decoder_dim=study.dim,
-                       decoder_depth=study.decoder_depth, decoder_heads=study.heads, **changes).validate()
+                       decoder_depth=study.decoder_depth, decoder_heads=study.heads, precision=study.precision,
+                       **changes).validate()
 
 
 def _final(workdir: str) -> Optional[dict]:

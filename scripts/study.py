@@ -32,6 +32,8 @@ flags.DEFINE_integer("pretrain_epochs", None, "Override the preset.")
 flags.DEFINE_integer("workers", None, "(variant, seed) chains run at once, each in its own process with a share of "
                      "the CPU threads (default: 2 for the CPU preset on a machine with 2 or more cores, else 1).")
 flags.DEFINE_integer("downstream_epochs", None, "Override linear / fine-tune / semi epochs of the preset.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Compute precision of every stage's "
+                  "transformer blocks (ModelConfig.precision).")
 FLAGS = flags.FLAGS
 
 
@@ -62,6 +64,8 @@ def main(argv):
         changes["seeds"] = FLAGS.seeds
     if FLAGS.pretrain_epochs:
         changes["pretrain_epochs"] = FLAGS.pretrain_epochs
+    if FLAGS.precision != "float32":
+        changes["precision"] = FLAGS.precision
     if FLAGS.downstream_epochs:
         changes.update(linear_epochs=FLAGS.downstream_epochs, finetune_epochs=FLAGS.downstream_epochs,
                        semi_epochs=FLAGS.downstream_epochs)
