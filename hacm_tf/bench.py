@@ -322,6 +322,7 @@ def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 
     flops = classifier_flops_per_sample(config, num_classes)
     return {"benchmark": "inference", "method": config.method, "batch_size": batch_size,
             "runtime": "saved_model" if saved_model else ("keras+xla" if xla else "keras"),
+            "precision": config.precision,
             "ms_per_batch": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(first, 1),

@@ -58,6 +58,31 @@ def test_reloaded_saved_model_matches_the_keras_model(exported, synthetic_dir):
                                out["logits"].numpy(), atol=1e-5)
 
 
+def test_mixed_bfloat16_export_agrees_with_float32_to_rounding(exported, synthetic_dir, tmp_path):
+    _, cfg, path, work = exported
+    clf, _ = downstream.load_classifier(work, "mixed_bfloat16")
+    assert clf.encoder.blocks[0].fc1.compute_dtype == "bfloat16"
+    mixed = export_saved_model(clf, cfg["class_names"], str(tmp_path), 1, 2, 25)
+    x, n, _ = raw_batch(synthetic_dir)
+    ref = load_serving(path)[1](skeleton=tf.constant(x), num_frames=tf.constant(n))
+    got = load_serving(mixed)[1](skeleton=tf.constant(x), num_frames=tf.constant(n))
+    assert got["logits"].dtype == tf.float32 and not np.array_equal(got["embedding"].numpy(), ref["embedding"].numpy())
+    for k in ("logits", "embedding"):
+        err = np.linalg.norm(got[k].numpy() - ref[k].numpy()) / np.linalg.norm(ref[k].numpy())
+        assert err < 0.02, (k, err)
+
+
+def test_export_script_precision(exported, tmp_path):
+    work = exported[3]
+    script = [sys.executable, os.path.join(REPO, "scripts", "export.py"), f"--workdir={work}",
+              f"--export_dir={tmp_path}", "--precision=mixed_bfloat16"]
+    r = subprocess.run(script + ["--format=onnx"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 1 and "needs --precision=float32" in r.stderr and not os.listdir(tmp_path)
+    r = subprocess.run(script, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["saved_model"] == str(tmp_path / "1")
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda x, n: (x, np.zeros_like(n)), "num_frames must be >= 1"),
     (lambda x, n: (x, n + x.shape[1]), "num_frames exceeds"),
