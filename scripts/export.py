@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 from hacm_tf import cli  # noqa: E402
+from hacm_tf.config import PRECISIONS  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "A linear-probe or fine-tune run directory (latest checkpoint).")
 flags.DEFINE_string("checkpoint", None, "Or: a checkpoint prefix inside such a run.")
@@ -26,7 +27,7 @@ flags.DEFINE_string("export_dir", None, "Model base path; the SavedModel goes to
 flags.DEFINE_integer("version", 1, "Model version (TF Serving serves the highest).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx"], "onnx: also convert to <version>/model.onnx.")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "Compute precision of the exported transformer blocks (the weights stay float32; "
                   "mixed_bfloat16 is SavedModel only).")
 FLAGS = flags.FLAGS

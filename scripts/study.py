@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 from hacm_tf import cli  # noqa: E402
+from hacm_tf.config import PRECISIONS  # noqa: E402
 
 flags.DEFINE_enum("dataset", "ucla", ["ucla", "synthetic"],
                   "NW-UCLA (cross-view) or synthetic data with 20 classes, 8 of them hard (cross-subject).")
@@ -32,7 +33,7 @@ flags.DEFINE_integer("pretrain_epochs", None, "Override the preset.")
 flags.DEFINE_integer("workers", None, "(variant, seed) chains run at once, each in its own process with a share of "
                      "the CPU threads (default: 2 for the CPU preset on a machine with 2 or more cores, else 1).")
 flags.DEFINE_integer("downstream_epochs", None, "Override linear / fine-tune / semi epochs of the preset.")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Compute precision of every stage's "
+flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "Compute precision of every stage's "
                   "transformer blocks (ModelConfig.precision).")
 FLAGS = flags.FLAGS
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hacm_tf.config import ModelConfig
+from hacm_tf.config import ConfigError, ModelConfig
 from hacm_tf.layers.embedding import PositionEmbedding
 from hacm_tf.layers.random import replica_seed
 from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, dense, track_layers
@@ -29,6 +29,19 @@ from hacm_tf.skeleton import get_layout
 
 REFERENCE_KEEP_FRACTION = 0.1
 REFERENCE_TAU = 0.9
+
+
+def contrast_spans_parts(cfg: ModelConfig) -> bool:
+    """Whether micro-batching must carry the cross-contrast across parts (HA-CM with cc_weight != 0)."""
+    return cfg.method == "hacm" and cfg.cc_weight != 0.0
+
+
+def check_micro_batching(cfg: ModelConfig, micro_batches: int):
+    """Raises ConfigError if ``micro_batches`` parts cannot give the whole batch's update: HA-CM's
+    batch-wide contrast recomputes the encoder, so both passes must drop the same paths (drop_path 0)."""
+    if micro_batches > 1 and contrast_spans_parts(cfg) and cfg.drop_path > 0:
+        raise ConfigError(f"HA-CM micro-batching recomputes the encoder for the batch-wide cross-contrast and "
+                          f"needs drop_path = 0 in pretraining, got drop_path={cfg.drop_path}")
 
 
 def group_cells(num_patches: int, num_joints: int, parity: int, joint_major: bool) -> np.ndarray:
@@ -350,10 +363,6 @@ class MaskedPretrainer(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def contrast_spans_parts(self) -> bool:
-        """Whether micro-batching must carry the cross-contrast across parts (HA-CM with cc_weight != 0)."""
-        return self.cfg.method == "hacm" and self.cfg.cc_weight != 0.0
-
     def _loss_and_grads(self, x, noise):
         """Losses and gradients of a batch, in ``micro_batches`` parts run one after the other (a
         while loop) whose gradients and scalar losses are averaged. Every part has the same number
@@ -370,11 +379,9 @@ class MaskedPretrainer(keras.Model):
         tf.debugging.assert_equal(n % k, 0, message=f"batch is not divisible by micro_batches={k}")
         xs = tf.reshape(x, tf.concat([[k, n // k], tf.shape(x)[1:]], axis=0))
         ns = [tf.reshape(z, [k, -1, z.shape[-1]]) for z in noise]     # rows n * M + m: clips stay whole
+        check_micro_batching(self.cfg, k)
         cc_grads = None
-        if self.contrast_spans_parts():
-            if self.cfg.drop_path > 0:
-                raise ValueError("HA-CM micro-batching recomputes the encoder and needs drop_path = 0 in "
-                                 f"pretraining, got drop_path={self.cfg.drop_path}")
+        if contrast_spans_parts(self.cfg):
             cc, cc_grads = self._batch_contrast(xs, ns)
 
         def scalars(out):

@@ -12,7 +12,7 @@ from absl import logging
 
 from hacm_tf.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
-from hacm_tf.models.pretrainer import MaskedPretrainer
+from hacm_tf.models.pretrainer import MaskedPretrainer, check_micro_batching
 from hacm_tf.skeleton import get_layout
 from hacm_tf.training import optim
 from hacm_tf.training.run import Run, check_workdir_config
@@ -59,10 +59,7 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
     if data_config.batch_size % parts:
         raise ConfigError(f"batch_size {data_config.batch_size} is not divisible by micro_batches x replicas = "
                           f"{train_config.micro_batches} x {strategy.num_replicas_in_sync}")
-    if (train_config.micro_batches > 1 and model_config.method == "hacm" and model_config.cc_weight != 0
-            and model_config.drop_path > 0):
-        raise ConfigError(f"HA-CM micro-batching recomputes the encoder for the batch-wide cross-contrast and "
-                          f"needs drop_path = 0 in pretraining, got drop_path={model_config.drop_path}")
+    check_micro_batching(model_config, train_config.micro_batches)
     info = tfrecord.load_info(data_dir)
     check_data_for_model(info, data_dir, model_config)
     spe = steps_per_epoch(info["splits"]["train"], data_config.batch_size, train_config.steps_per_epoch)
