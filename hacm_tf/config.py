@@ -252,6 +252,35 @@ class TrainConfig(_Serializable):
         return self
 
 
+@dataclasses.dataclass(frozen=True)
+class MonitorConfig(_Serializable):
+    """kNN read-out of the frozen encoder during pretraining (labels only score, never train).
+
+    Attributes:
+      monitor_data_dir: labelled TFRecord directory (its train split gives the neighbours, its test
+        split the queries; usually the pretraining --data_dir); empty: no monitor.
+      monitor_every: epochs between read-outs (the last epoch is always read out).
+      monitor_batch_size: batch of the embedding passes.
+    """
+
+    monitor_data_dir: str = ""
+    monitor_every: int = 10
+    monitor_batch_size: int = 64
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.monitor_data_dir)
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Whether the read-out runs after 0-based ``epoch`` of ``epochs``."""
+        return self.enabled and ((epoch + 1) % self.monitor_every == 0 or epoch + 1 == epochs)
+
+    def validate(self) -> "MonitorConfig":
+        _check(self.monitor_every >= 1, "monitor_every", f"must be positive, got {self.monitor_every}")
+        _check(self.monitor_batch_size >= 1, "monitor_batch_size", f"must be positive, got {self.monitor_batch_size}")
+        return self
+
+
 # downstream protocols of ProtocolConfig
 PROTOCOLS = ("linear", "finetune")
 

@@ -2,7 +2,9 @@
 
   python scripts/pretrain.py --flagfile=flags/smoke/pretrain_hacm.flags --data_dir=DIR --workdir=runs/x
 
-Every ModelConfig / DataConfig / TrainConfig field is a flag of the same name (see --helpfull).
+Every ModelConfig / DataConfig / TrainConfig / MonitorConfig field is a flag of the same name (see
+--helpfull). --monitor_data_dir=DIR (usually the --data_dir) adds a kNN read-out of the frozen encoder
+every --monitor_every epochs.
 Rerunning the same command resumes from the workdir's last checkpoint.
 """
 
@@ -15,12 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 from hacm_tf import cli  # noqa: E402
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from hacm_tf.config import DataConfig, ModelConfig, MonitorConfig, TrainConfig  # noqa: E402
 
 cli.define_run_flags()
 cli.define_config_flags(ModelConfig)
 cli.define_config_flags(DataConfig, skip=("semi_ratio", "semi_stratified"))
 cli.define_config_flags(TrainConfig)
+cli.define_config_flags(MonitorConfig)
 flags.DEFINE_bool("dry_run", False, "Validate the flags, print the configs as JSON and exit.")
 FLAGS = flags.FLAGS
 
@@ -30,13 +33,15 @@ def main(argv):
     model = cli.config_from_flags(ModelConfig, FLAGS)
     data = cli.config_from_flags(DataConfig, FLAGS)
     train = cli.config_from_flags(TrainConfig, FLAGS)
+    monitor = cli.config_from_flags(MonitorConfig, FLAGS)
     if FLAGS.dry_run:
-        print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict()}))
+        print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict(),
+                          "monitor": monitor.to_dict()}))
         return
     strategy = cli.start_run(FLAGS)
     from hacm_tf.training.pretrain import pretrain
 
-    final = pretrain(FLAGS.workdir, FLAGS.data_dir, model, data, train, strategy, FLAGS.seed)
+    final = pretrain(FLAGS.workdir, FLAGS.data_dir, model, data, train, strategy, FLAGS.seed, monitor=monitor)
     print(json.dumps(final))
 
 

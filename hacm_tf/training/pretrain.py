@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Optional
 
 import keras
@@ -10,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hacm_tf.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from hacm_tf.config import ConfigError, DataConfig, ModelConfig, MonitorConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
 from hacm_tf.models.pretrainer import MaskedPretrainer, check_micro_batching
 from hacm_tf.skeleton import get_layout
@@ -44,8 +45,13 @@ def mask_image(mask_grid: np.ndarray) -> np.ndarray:
 
 def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config: DataConfig,
              train_config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, seed: int = 0,
-             extra_config: Optional[dict] = None) -> dict:
+             extra_config: Optional[dict] = None, monitor: Optional[MonitorConfig] = None) -> dict:
     """Pretrains a MaskedPretrainer; resumes from ``workdir`` when it holds a run of the same config.
+
+    The training pipeline yields skeletons only: labels never reach the model. ``monitor`` (optional)
+    scores the frozen encoder with a kNN read-out on a labelled dataset every few epochs
+    (``eval_knn1_top1`` / ``eval_knn20_top1`` in metrics.json and TensorBoard); it does not change the
+    training (not part of the run's config).
 
     Returns the final metrics (also in ``workdir/metrics.json``).
     """
@@ -88,8 +94,9 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
                  model.count_params(), data_config.batch_size, strategy.num_replicas_in_sync, spe, train_config.lr)
 
     def make(ctx, start_epoch, skip, per_epoch):
-        return pipeline.make_dataset(data_dir, "train", data_config, training=True, seed=seed, input_context=ctx,
-                                     start_epoch=start_epoch, skip_batches=skip, batches_per_epoch=per_epoch)
+        ds = pipeline.make_dataset(data_dir, "train", data_config, training=True, seed=seed, input_context=ctx,
+                                   start_epoch=start_epoch, skip_batches=skip, batches_per_epoch=per_epoch)
+        return ds.map(lambda x, label: x)            # self-supervised: the labels stop here
 
     fixed = _fixed_batch(data_dir, data_config, model)
 
@@ -99,13 +106,41 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
                          mask_image(out["mask_grid"].numpy()), max_outputs=1)
 
     run = Run(workdir, strategy, model, make, train_config.epochs, spe, data_config.batch_size,
-              train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every, images=images)
+              train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every, images=images,
+              evaluate=knn_monitor(model.encoder, model_config, data_config, train_config.epochs, monitor))
     try:
         final = run.train()
     except tf.errors.DataLossError:
         tfrecord.verify(data_dir, progress=False)   # names the corrupt shard
         raise
     return final
+
+
+def knn_monitor(encoder, model_config: ModelConfig, data_config: DataConfig, epochs: int,
+                monitor: Optional[MonitorConfig]):
+    """``epoch -> {"eval_knn1_top1", "eval_knn20_top1", "monitor_seconds"}`` on the epochs the monitor is
+    due (``{}`` otherwise), or None without a monitor."""
+    if monitor is None or not monitor.enabled:
+        return None
+    from hacm_tf import readout
+
+    monitor.validate()
+    info = tfrecord.load_info(monitor.monitor_data_dir)
+    check_data_for_model(info, monitor.monitor_data_dir, model_config)
+    tfrecord.check_info(info, monitor.monitor_data_dir, split="test")
+    logging.info("kNN monitor every %d epochs on %s (%d train / %d test clips): its labels are read only to "
+                 "score the frozen encoder; pretraining never sees them", monitor.monitor_every,
+                 monitor.monitor_data_dir, info["splits"]["train"], info["splits"]["test"])
+
+    def evaluate(epoch):
+        if not monitor.due(epoch, epochs):
+            return {}
+        t0 = time.perf_counter()
+        r = readout.encoder_knn(encoder, monitor.monitor_data_dir, data_config.window,
+                                batch_size=monitor.monitor_batch_size, eval_crop=data_config.eval_crop)
+        return {**{f"eval_{k}": v for k, v in r.items()}, "monitor_seconds": round(time.perf_counter() - t0, 2)}
+
+    return evaluate
 
 
 def _fixed_batch(data_dir, data_config, model):

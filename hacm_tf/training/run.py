@@ -194,7 +194,7 @@ class Run:
                 if s % self.log_every == 0 or s == total:
                     logs = self._logs()
                     rate = n0 * self.global_batch / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", **self._shown_evals(), refresh=False)
                     self._scalars(s, {**logs, "samples_per_second": rate,
                                       "learning_rate": float(model.optimizer.learning_rate)})
                 if s % self.checkpoint_every == 0 and s % self.steps_per_epoch:
@@ -216,6 +216,14 @@ class Run:
         if not self.chief:
             shutil.rmtree(os.path.join(self.workdir, ".scratch", f"worker{task_info()['index']}"), ignore_errors=True)
         return final
+
+    def _shown_evals(self) -> Dict[str, str]:
+        """The latest evaluation figures (top-1 read-outs) for the progress line."""
+        for h in reversed(self.history):
+            shown = {k[len("eval_"):]: f"{v:.3f}" for k, v in h.items() if k.startswith("eval_") and "top1" in k}
+            if shown:
+                return shown
+        return {}
 
     def _logs(self) -> Dict[str, float]:
         return {m.name: float(np.asarray(m.result()).reshape(-1)[0]) for m in self.model.metrics}
