@@ -41,6 +41,9 @@ flags.DEFINE_string("split_file", None, "PKU-MMD: split file (default: from the 
 flags.DEFINE_string("csv", None, "arrays: labels CSV (name,label[,subject,view]).")
 flags.DEFINE_string("layout", "ntu25", "arrays / npz: joint layout (ntu25, kinect_v1_20).")
 flags.DEFINE_integer("num_persons", 0, "arrays / npz: persons per sample (default 1 for arrays, 2 for npz).")
+flags.DEFINE_enum("centring", "first_frame", ["first_frame", "none"],
+                  "arrays / npz: first_frame centres each sample on person 0's centre joint of its first frame "
+                  "(as the NTU and NW-UCLA readers do); none keeps the coordinates as given.")
 flags.DEFINE_string("split_column", None, "arrays: CSV column deciding the split.")
 flags.DEFINE_string("train_values", "", "arrays: comma-separated values of --split_column meaning train.")
 flags.DEFINE_string("train_list", None, "arrays: file of training sample names.")
@@ -80,13 +83,15 @@ def build():
         from hacm_tf.data.npz import num_classes
 
         return B.build_npz(inputs[0], out, "npz", protocol, FLAGS.num_persons or 2, FLAGS.layout,
-                           on_error=FLAGS.on_error, class_names=names(num_classes(inputs[0])), **common)
+                           on_error=FLAGS.on_error, class_names=names(num_classes(inputs[0])),
+                           centring=FLAGS.centring, **common)
     if src == "arrays":
         if not FLAGS.csv:
             raise ValueError("--csv is required for --source=arrays")
         return B.build_arrays(inputs[0], FLAGS.csv, out, FLAGS.layout, FLAGS.num_persons or 1,
                               FLAGS.split_column, cli.split_list(FLAGS.train_values), FLAGS.train_list,
-                              protocol=FLAGS.protocol or "custom", on_error=FLAGS.on_error, **common)
+                              protocol=FLAGS.protocol or "custom", on_error=FLAGS.on_error,
+                              centring=FLAGS.centring, **common)
     raise ValueError(f"unknown source {src}")
 
 

@@ -5,6 +5,10 @@ The CSV has a header with at least ``name,label`` and optionally ``subject,view`
 (more columns are allowed). The split rule is either a column and the values
 that mean "train" (``split_column="view", train_values=("1", "2")``) or a file
 listing the training sample names, one per line.
+
+By default every sample is centred as the NTU and NW-UCLA readers centre theirs (person 0's centre
+joint of the first frame at the origin), so a model does not learn where the subject stood;
+``centring="none"`` keeps the coordinates as given.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Iterator, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from hacm_tf.data.sample import Sample
+from hacm_tf.data.sample import CENTRINGS, Sample, centre_on_first_frame
 from hacm_tf.errors import DataError
 from hacm_tf.skeleton import JointLayout
 
@@ -66,8 +70,13 @@ def load_sample(path: str, name: str, layout: JointLayout, num_persons: int) -> 
 
 def iterate(input_dir: str, csv_path: str, layout: JointLayout, num_persons: int = 1,
             split_column: Optional[str] = None, train_values: Sequence[str] = (),
-            train_list: Optional[str] = None) -> Iterator[Tuple[str, Sample]]:
-    """Yields ``(split, Sample)`` in CSV order; a bad sample yields ``("", DataError)``."""
+            train_list: Optional[str] = None, centring: str = "first_frame") -> Iterator[Tuple[str, Sample]]:
+    """Yields ``(split, Sample)`` in CSV order; a bad sample yields ``("", DataError)``.
+
+    centring: "first_frame" (person 0's ``layout.centre_joint`` of the first frame at the origin) or
+    "none" (coordinates as stored)."""
+    if centring not in CENTRINGS:
+        raise ValueError(f"centring must be one of {CENTRINGS}, got {centring!r}")
     rows = read_csv(csv_path)
     if (split_column is None) == (train_list is None):
         raise ValueError("give exactly one split rule: split_column + train_values, or train_list")
@@ -84,6 +93,8 @@ def iterate(input_dir: str, csv_path: str, layout: JointLayout, num_persons: int
         try:
             label = _int(row, "label", csv_path, line)
             x = load_sample(os.path.join(input_dir, name + ".npy"), name, layout, num_persons)
+            if centring == "first_frame":
+                x = centre_on_first_frame(x, layout.centre_joint)
             sample = Sample(name, x, label, subject=_int(row, "subject", csv_path, line),
                             camera=_int(row, "view", csv_path, line)).check(os.path.join(input_dir, name + ".npy"))
         except DataError as e:

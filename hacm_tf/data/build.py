@@ -191,15 +191,18 @@ def build_ucla(input_dir: str, output_dir: str, protocol: str = "xview", shards:
 def build_npz(path: str, output_dir: str, dataset: str = "npz", protocol: str = "xsub",
               num_persons: int = 2, layout_name: str = "ntu25", shards: Optional[int] = None,
               compression: Optional[str] = None, on_error: str = "raise",
-              class_names: Optional[Sequence[str]] = None, progress: bool = True) -> dict:
-    """``x_train / y_train / x_test / y_test`` arrays -> TFRecords."""
+              class_names: Optional[Sequence[str]] = None, progress: bool = True,
+              centring: str = "first_frame") -> dict:
+    """``x_train / y_train / x_test / y_test`` arrays -> TFRecords (centred unless ``centring="none"``;
+    recorded in dataset_info.json)."""
     layout = get_layout(layout_name)
     k = npz.num_classes(path)
     names = list(class_names) if class_names is not None else class_names_from_file(None, k)
     info = make_info(dataset, protocol, layout.name, layout.num_joints, num_persons, names,
-                     source={"npz": os.path.abspath(path)}, hacm_tf_version=hacm_tf.__version__)
+                     source={"npz": os.path.abspath(path)}, centring=centring, hacm_tf_version=hacm_tf.__version__)
     n = shards or DEFAULT_SHARDS
-    items = progress_bar(npz.iterate(path, num_persons, layout.num_joints), "npz", None, "sample", not progress)
+    items = progress_bar(npz.iterate(path, num_persons, layout.num_joints, layout.centre_joint, centring), "npz",
+                         None, "sample", not progress)
     return _write_all(output_dir, items, {"train": n, "test": n}, info, compression, on_error)
 
 
@@ -207,16 +210,19 @@ def build_arrays(input_dir: str, csv_path: str, output_dir: str, layout_name: st
                  split_column: Optional[str] = None, train_values: Sequence[str] = (),
                  train_list: Optional[str] = None, dataset: str = "arrays", protocol: str = "custom",
                  class_names: Optional[Sequence[str]] = None, shards: Optional[int] = None,
-                 compression: Optional[str] = None, on_error: str = "raise", progress: bool = True) -> dict:
-    """A folder of ``<name>.npy`` + labels CSV -> TFRecords (any joint layout)."""
+                 compression: Optional[str] = None, on_error: str = "raise", progress: bool = True,
+                 centring: str = "first_frame") -> dict:
+    """A folder of ``<name>.npy`` + labels CSV -> TFRecords (any joint layout; centred unless
+    ``centring="none"``, recorded in dataset_info.json)."""
     layout = get_layout(layout_name)
     rows = arrays.read_csv(csv_path)
     k = max(int(r["label"]) for r in rows) + 1
     names = list(class_names) if class_names is not None else class_names_from_file(None, k)
     info = make_info(dataset, protocol, layout.name, layout.num_joints, num_persons, names,
                      source={"input_dir": os.path.abspath(input_dir), "csv": os.path.abspath(csv_path)},
-                     hacm_tf_version=hacm_tf.__version__)
-    items = arrays.iterate(input_dir, csv_path, layout, num_persons, split_column, train_values, train_list)
+                     centring=centring, hacm_tf_version=hacm_tf.__version__)
+    items = arrays.iterate(input_dir, csv_path, layout, num_persons, split_column, train_values, train_list,
+                           centring)
     n = shards or DEFAULT_SHARDS
     return _write_all(output_dir, progress_bar(items, "arrays", len(rows), "sample", not progress),
                       {"train": n, "test": n}, info, compression, on_error)

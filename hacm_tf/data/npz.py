@@ -4,6 +4,10 @@ Keys ``x_train`` (N, T, persons * joints * 3) float32, one-hot ``y_train`` (N, K
 ``x_test``, ``y_test``; each frame's values are person-major, then joint, then xyz.
 Padding frames are zero: a sample keeps its frames up to the last non-zero one, so
 the pipeline's valid-frame count (frames with a non-zero sum) equals the reference's.
+
+Samples are centred as the NTU reader centres (person 0's centre joint of the first frame at the
+origin; arrays written by the reference's preparation already are, and stay unchanged) unless
+``centring="none"``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-from hacm_tf.data.sample import Sample
+from hacm_tf.data.sample import CENTRINGS, Sample, centre_on_first_frame
 from hacm_tf.errors import DataError
 
 
-def iterate(path: str, num_persons: int = 2, num_joints: int = 25) -> Iterator[Tuple[str, Sample]]:
-    """Yields ``(split, Sample)``; names are ``<split>_<index:06d>``; a bad sample yields ``("", DataError)``."""
+def iterate(path: str, num_persons: int = 2, num_joints: int = 25, centre_joint: int = 1,
+            centring: str = "first_frame") -> Iterator[Tuple[str, Sample]]:
+    """Yields ``(split, Sample)``; names are ``<split>_<index:06d>``; a bad sample yields ``("", DataError)``.
+
+    centring: "first_frame" (subtract person 0's ``centre_joint`` of the first non-zero frame) or "none"."""
+    if centring not in CENTRINGS:
+        raise ValueError(f"centring must be one of {CENTRINGS}, got {centring!r}")
     try:
         arrays = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -45,6 +54,8 @@ def iterate(path: str, num_persons: int = 2, num_joints: int = 25) -> Iterator[T
                 yield "", DataError(path, f"{xk}[{i}]: all frames are zero")
                 continue
             frames = x[i, : nonzero[-1] + 1].reshape(-1, num_persons, num_joints, 3)
+            if centring == "first_frame":
+                frames = centre_on_first_frame(frames, centre_joint)
             try:
                 yield split, Sample(f"{split}_{i:06d}", frames, int(labels[i])).check(path)
             except DataError as e:

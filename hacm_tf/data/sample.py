@@ -48,3 +48,23 @@ class Sample:
         if x.dtype != np.float32:
             self.skeleton = x.astype(np.float32)
         return self
+
+
+CENTRINGS = ("first_frame", "none")
+
+
+def centre_on_first_frame(skeleton: np.ndarray, centre_joint: int) -> np.ndarray:
+    """Subtracts person 0's ``centre_joint`` in its first non-zero frame from every joint of every
+    person (as the NTU and NW-UCLA readers centre); all-zero (missing) person-frames stay zero.
+
+    skeleton: ``[frames, persons, joints, 3]`` -> same shape (a new float32 array).
+    """
+    x = np.asarray(skeleton, np.float32)
+    present = np.any(x != 0, axis=(2, 3))                                   # [frames, persons]
+    frames = np.nonzero(present[:, 0])[0]
+    if len(frames) == 0:
+        return x.copy()
+    out = x - x[frames[0], 0, centre_joint]
+    out[~present] = 0.0
+    return out
+

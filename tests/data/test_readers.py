@@ -108,7 +108,15 @@ def test_generic_arrays_import(tmp_path):
                               split_column="view", train_values=["1"], progress=False)
     assert info["splits"] == {"train": 3, "test": 3} and info["num_classes"] == 3
     s = {x.name: x for x in tfrecord.iterate_split(str(out), "train")}["clip0"]
-    np.testing.assert_array_equal(s.skeleton, np.load(tmp_path / "npy" / "clip0.npy"))
+    raw = np.load(tmp_path / "npy" / "clip0.npy")                         # [T, 1, 20, 3]
+    assert info["centring"] == "first_frame"                               # centred as NTU / NW-UCLA are
+    np.testing.assert_allclose(s.skeleton, raw - raw[0, 0, 1], atol=1e-6)  # spine (joint 1) of frame 0
+    kept = build.build_arrays(str(tmp_path / "npy"), str(tmp_path / "labels.csv"), str(tmp_path / "raw"),
+                              "kinect_v1_20", split_column="view", train_values=["1"], progress=False,
+                              centring="none")
+    assert kept["centring"] == "none"
+    s = {x.name: x for x in tfrecord.iterate_split(str(tmp_path / "raw"), "train")}["clip0"]
+    np.testing.assert_array_equal(s.skeleton, raw)
     np.save(tmp_path / "npy" / "clip3.npy", np.zeros((5, 25, 3), np.float32))
     with pytest.raises(DataError, match="clip3.npy: sample clip3: expected"):
         build.build_arrays(str(tmp_path / "npy"), str(tmp_path / "labels.csv"), str(out), "kinect_v1_20",
@@ -131,4 +139,26 @@ def test_npz_import_recovers_valid_frames(tmp_path):
     assert info["splits"] == {"train": 2, "test": 1} and info["num_classes"] == 4
     got = {s.name: s for s in tfrecord.iterate_split(str(tmp_path / "out"), "train")}
     assert got["train_000000"].skeleton.shape == (50, 2, 25, 3) and got["train_000001"].label == 3
+    one = got["train_000001"].skeleton.reshape(300, 150)
+    expected = x[1] - np.tile(x[1, 0, 3:6], 50)                 # person 0's spine-middle of frame 0
+    expected[75:, 75:] = 0                                       # the absent person stays zero
+    np.testing.assert_allclose(one, expected, atol=1e-5)
+    assert info["centring"] == "first_frame"
+    kept = build.build_npz(str(tmp_path / "toy.npz"), str(tmp_path / "raw"), progress=False, centring="none")
+    got = {s.name: s for s in tfrecord.iterate_split(str(tmp_path / "raw"), "train")}
     np.testing.assert_array_equal(got["train_000001"].skeleton.reshape(300, 150), x[1])
+    assert kept["centring"] == "none"
+
+
+def test_centring_is_idempotent_and_keeps_missing_persons_zero():
+    from hacm_tf.data.sample import centre_on_first_frame
+
+    r = np.random.RandomState(4)
+    x = r.normal(size=(6, 2, 5, 3)).astype(np.float32)
+    x[:2, 0] = 0                                                 # person 0 appears in frame 2
+    x[3, 1] = 0
+    c = centre_on_first_frame(x, 2)
+    np.testing.assert_array_equal(c[2, 0, 2], 0.0)
+    np.testing.assert_allclose(c[4], x[4] - x[2, 0, 2], atol=1e-6)
+    assert not c[:2, 0].any() and not c[3, 1].any()
+    np.testing.assert_array_equal(centre_on_first_frame(c, 2), c)
