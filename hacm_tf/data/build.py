@@ -180,7 +180,9 @@ def build_ucla(input_dir: str, output_dir: str, protocol: str = "xview", shards:
             except DataError as e:
                 yield "", e
                 continue
-            yield ucla.split_of(sample, protocol), sample
+            split = ucla.split_of(sample, protocol)
+            if split is not None:
+                yield split, sample
 
     info = make_info("ucla", protocol, KINECT_V1_20.name, KINECT_V1_20.num_joints, 1, ucla.CLASS_NAMES,
                      source={"input_dir": os.path.abspath(input_dir)}, hacm_tf_version=hacm_tf.__version__)

@@ -5,7 +5,9 @@ Each ``all_sqe/aAA_sSS_eEE_vVV.json`` holds ``{"file_name", "skeletons": [T][20]
 (as NTU samples are on the spine-middle joint) and stored as ``[T, 1, 20, 3]``.
 
 Protocols: ``xview`` (standard): train views 1 and 2 (1,020 samples), test view 3
-(464). ``xsub`` (not standard for this dataset; offered for completeness): odd
+(464). ``xview_val``: validation inside the standard training views, for choosing
+recipes without looking at view 3: train view 1, test view 2 (view 3 left out).
+``xsub`` (not standard for this dataset; offered for completeness): odd
 subjects train, even subjects test.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -25,7 +27,7 @@ from hacm_tf.skeleton import KINECT_V1_20
 NAME_PATTERN = re.compile(r"^a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})$")
 CLASS_NAMES = ("pick up with one hand", "pick up with two hands", "drop trash", "walk around",
                "sit down", "stand up", "donning", "doffing", "throw", "carry")
-PROTOCOLS = ("xview", "xsub")
+PROTOCOLS = ("xview", "xview_val", "xsub")
 
 
 def read_sample(path: str) -> Sample:
@@ -59,9 +61,12 @@ def read_sample(path: str) -> Sample:
     return Sample(d["file_name"], x[:, None], label - 1, subject=subject, camera=view).check(path)
 
 
-def split_of(sample: Sample, protocol: str) -> str:
+def split_of(sample: Sample, protocol: str) -> Optional[str]:
+    """"train", "test" or None (the protocol leaves the sample out)."""
     if protocol == "xview":
         return "train" if sample.camera in (1, 2) else "test"
+    if protocol == "xview_val":
+        return {1: "train", 2: "test"}.get(sample.camera)
     if protocol == "xsub":
         return "train" if sample.subject % 2 == 1 else "test"
     raise ValueError(f"unknown NW-UCLA protocol {protocol!r}; use one of {PROTOCOLS}")
@@ -79,4 +84,6 @@ def list_files(input_dir: str):
 def iterate(input_dir: str, protocol: str = "xview") -> Iterator[Tuple[str, Sample]]:
     for path in list_files(input_dir):
         s = read_sample(path)
-        yield split_of(s, protocol), s
+        split = split_of(s, protocol)
+        if split is not None:
+            yield split, s

@@ -85,6 +85,11 @@ def test_ucla_cross_view_protocol(tmp_path):
         assert s.label == v["label"] - 1 and s.skeleton.shape == (v["length"], 1, 20, 3)
         np.testing.assert_allclose(s.skeleton[0, 0, 1], 0, atol=1e-7)          # centred on the spine
     assert tfrecord.verify(str(tmp_path), progress=False)["ok"]
+    # validation inside the training views: view 1 trains, view 2 tests, view 3 is never read
+    val_info = build.build_ucla(src, str(tmp_path / "val"), "xview_val", progress=False)
+    assert val_info["splits"]["train"] + val_info["splits"]["test"] == 1020
+    names = {s.name for split in ("train", "test") for s in tfrecord.iterate_split(str(tmp_path / "val"), split)}
+    assert not names & set(test) and all(n.endswith(("_v01", "_v02")) for n in names)
 
 
 def test_ucla_bad_json(tmp_path):
