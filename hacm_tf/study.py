@@ -1,8 +1,9 @@
-"""Accuracy studies: pretrain with each method / ablation and several seeds, then linear probe,
-fine-tune and 10 %-label semi-supervised fine-tune; mean +- std tables.
+"""Accuracy studies: pretrain with each method / ablation and several seeds, then the frozen
+read-outs (kNN, logistic regression), linear probe, fine-tune and 10 %-label semi-supervised
+fine-tune; mean +- std tables with the raw-coordinate baseline beside them.
 
 Every run has its own workdir under the study folder, so an interrupted study resumes (complete
-runs are reused).
+runs are reused; an interrupted pretraining continues from its last checkpoint).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from hacm_tf.config import DataConfig, ModelConfig, ProtocolConfig, TrainConfig
+from hacm_tf.config import DataConfig, ModelConfig, MonitorConfig, ProtocolConfig, TrainConfig
 
 # variant name -> ModelConfig changes (None: no pretraining, the encoder starts from random weights)
 VARIANTS: Dict[str, Optional[dict]] = {
@@ -29,7 +30,9 @@ VARIANTS: Dict[str, Optional[dict]] = {
     "hacm_spatial_only": dict(method="hacm", temporal_criterion=False),
     "hacm_no_cross_contrast": dict(method="hacm", cc_weight=0.0),
 }
-PROTOCOLS = ("linear", "finetune", "semi10")
+# "knn": frozen read-outs of the pooled embeddings (kNN k = 1 / 20 and a logistic regression), no training
+PROTOCOLS = ("knn", "linear", "finetune", "semi10")
+RAW = "raw coordinates"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,12 @@ class StudyConfig:
       semi_steps_per_epoch: steps of a 10 %-label epoch (0: one pass over the labelled clips); a small
         labelled subset repeats within an epoch, which saves the per-epoch checkpoint and bookkeeping.
       precision: ModelConfig.precision of every stage.
+      pretrain_lr, pretrain_min_lr, pretrain_warmup_epochs: pretraining schedule (warm-up 0: a tenth
+        of the epochs).
+      monitor_every: pretraining epochs between kNN read-outs on the study's data (0: none).
+      linear_lr: linear-probe SGD learning rate (cosine to 0).
+      finetune_lr: fine-tune AdamW learning rate (cosine to 1 % of it).
+      semi_warmup_epochs: warm-up of the 10 %-label runs (0: a tenth of the epochs).
     """
 
     layout: str = "kinect_v1_20"
@@ -67,6 +76,13 @@ class StudyConfig:
     semi_eval_every: int = 2
     semi_steps_per_epoch: int = 10
     precision: str = "float32"
+    pretrain_lr: float = 2e-3
+    pretrain_min_lr: float = 2e-4
+    pretrain_warmup_epochs: int = 0
+    monitor_every: int = 0
+    linear_lr: float = 0.1
+    finetune_lr: float = 1e-3
+    semi_warmup_epochs: int = 0
 
     @classmethod
     def synthetic(cls) -> "StudyConfig":
@@ -100,39 +116,108 @@ def _final(workdir: str) -> Optional[dict]:
     return None
 
 
+def _knn_result(workdir: str) -> Optional[dict]:
+    p = os.path.join(workdir, "result.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+# ---------------------------------------------------------------------------- run plan and progress
+
+def run_plan(out: str, study: StudyConfig, variants: Sequence[str], protocols: Sequence[str]) -> List[dict]:
+    """Every run of the study: {"variant", "seed", "stage", "epochs", "workdir", "done"}, stage being
+    "pretrain" or a protocol."""
+    plan = []
+    for variant in variants:
+        for seed in range(study.seeds):
+            stages = (["pretrain"] if VARIANTS[variant] is not None else []) + list(protocols)
+            for stage in stages:
+                work = os.path.join(out, variant, f"seed{seed}", stage)
+                done = (_knn_result(work) if stage == "knn" else _final(work)) is not None
+                plan.append({"variant": variant, "seed": seed, "stage": stage, "epochs": _stage_epochs(study, stage),
+                             "workdir": work, "done": done})
+    return plan
+
+
+def _stage_epochs(study: StudyConfig, stage: str) -> float:
+    """Run length in epochs of the training split (the unit of the time estimate)."""
+    if stage == "pretrain":
+        return study.pretrain_epochs
+    if stage == "linear":
+        return study.linear_epochs
+    if stage == "finetune":
+        return study.finetune_epochs
+    if stage == "semi10":                       # steps of 32 clips, in epochs of the full split (~1,000)
+        return study.semi_epochs * max(study.semi_steps_per_epoch, 1) * study.batch_size / 1000.0
+    return 2.0                                   # knn: two embedding passes
+
+
+class Progress:
+    """Counts finished runs and estimates the time left from the seconds per epoch measured so far
+    for each stage (until a stage has finished once, from pretraining's rate)."""
+
+    def __init__(self, plan: List[dict], workers: int, log: Callable):
+        self.plan, self.workers, self.log = plan, workers, log
+        self.t0 = time.time()
+        self.rates: Dict[str, List[float]] = {}
+
+    def finished(self, variant: str, seed: int, stage: str, seconds: float):
+        for run in self.plan:
+            if (run["variant"], run["seed"], run["stage"]) == (variant, seed, stage):
+                run["done"] = True
+                self.rates.setdefault(stage, []).append(seconds / max(run["epochs"], 1e-9))
+        left = self.seconds_left()
+        done = sum(r["done"] for r in self.plan)
+        eta = f", about {left / 60:.0f} min left" if left is not None else ""
+        self.log(f"[{time.time() - self.t0:6.0f} s] done {stage} {variant} seed {seed} in {seconds:.0f} s "
+                 f"({done}/{len(self.plan)} runs{eta})")
+
+    def seconds_left(self) -> Optional[float]:
+        if not self.rates:
+            return None
+        known = {k: float(np.mean(v)) for k, v in self.rates.items()}
+        fallback = known.get("pretrain", float(np.mean([v for vs in self.rates.values() for v in vs])))
+        todo = sum(r["epochs"] * known.get(r["stage"], fallback) for r in self.plan if not r["done"])
+        return todo / self.workers
+
+
+# ---------------------------------------------------------------------------- the study
+
 def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[str] = tuple(VARIANTS),
-              protocols: Sequence[str] = PROTOCOLS, log: Callable = print, workers: int = 1) -> dict:
-    """Runs every (variant, seed, protocol); returns {"rows": [...], "table": markdown}.
+              protocols: Sequence[str] = PROTOCOLS, log: Callable = print, workers: int = 1,
+              baselines: bool = True) -> dict:
+    """Runs every (variant, seed, protocol); returns {"rows": [...], "table": markdown, ...}.
 
     ``workers`` > 1 runs that many (variant, seed) chains (pretraining, then the protocols) at once,
     each in its own process with ``cpu_count // workers`` TensorFlow threads: on a few CPU cores the
     small study models use the cores better that way than one run with all threads.
+    ``baselines``: add the raw-coordinate rows (logistic regression and kNN on the evaluation crops).
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
+    bad = set(protocols) - set(PROTOCOLS)
+    if bad:
+        raise ValueError(f"unknown protocols {sorted(bad)}; known: {PROTOCOLS}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     t0 = time.time()
-    chains = [(out, data_dir, study, variant, seed, tuple(protocols), t0)
+    plan = run_plan(out, study, variants, protocols)
+    progress = Progress(plan, workers, log)
+    todo = sum(not r["done"] for r in plan)
+    log(f"study: {len(plan)} runs ({len(plan) - todo} already complete), {workers} worker(s)")
+    chains = [(out, data_dir, study, variant, seed, tuple(protocols))
               for variant in variants for seed in range(study.seeds)]
     results: List[Optional[List[dict]]] = [None] * len(chains)
     if workers == 1:
         for i, chain in enumerate(chains):
-            results[i] = _run_chain(*chain, log=log)
+            results[i] = _run_chain(*chain, log=log, report=progress.finished)
     else:
-        import concurrent.futures
-        import multiprocessing
-
-        threads = max(1, (os.cpu_count() or workers) // workers)
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                    initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(_chain_job, chain): i for i, chain in enumerate(chains)}
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]], messages = future.result()
-                for message in messages:
-                    log(message)
+        results = _run_parallel(chains, workers, log, progress)
     rows = [row for chain_rows in results for row in chain_rows]
+    raw = raw_baseline(out, data_dir, study) if baselines and any(p in protocols for p in ("knn", "linear")) else None
+    if raw is not None:
+        rows += [{"variant": RAW, "seed": 0, "protocol": p, "last_top1": raw[k], "best_top1": raw[k]}
+                 for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
     summary = {"rows": rows, "table": table(rows), "seconds": round(time.time() - t0, 1),
                "study": dataclasses.asdict(study), "data_dir": data_dir, "workers": workers}
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -142,6 +227,54 @@ def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[st
     return summary
 
 
+def raw_baseline(out: str, data_dir: str, study: StudyConfig) -> dict:
+    """The raw-coordinate read-outs at the study's window (computed once, kept in ``out/raw``)."""
+    from hacm_tf.training import frozen
+
+    work = os.path.join(out, "raw")
+    result = _knn_result(work)
+    if result is None:
+        result = frozen.raw_coordinate_baseline(data_dir, study.window)
+        os.makedirs(work, exist_ok=True)
+        frozen.write_json(os.path.join(work, "result.json"), result)
+    return result
+
+
+def _run_parallel(chains, workers: int, log: Callable, progress: Progress) -> List[List[dict]]:
+    import concurrent.futures
+    import multiprocessing
+    import queue as queue_module
+
+    threads = max(1, (os.cpu_count() or workers) // workers)
+    results: List[Optional[List[dict]]] = [None] * len(chains)
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        events = manager.Queue()
+
+        def drain():
+            while True:
+                try:
+                    kind, payload = events.get_nowait()
+                except queue_module.Empty:
+                    return
+                if kind == "log":
+                    log(payload)
+                else:
+                    progress.finished(*payload)
+
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                    initargs=(threads,)) as pool:
+            futures = {pool.submit(_chain_job, chain, events): i for i, chain in enumerate(chains)}
+            pending = set(futures)
+            while pending:
+                finished, pending = concurrent.futures.wait(pending, timeout=2.0)
+                drain()
+                for future in finished:
+                    results[futures[future]] = future.result()
+        drain()
+    return results
+
+
 def _init_worker(threads: int):
     import tensorflow as tf
 
@@ -149,55 +282,80 @@ def _init_worker(threads: int):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _chain_job(chain) -> tuple:
-    messages: List[str] = []
-    return _run_chain(*chain, log=messages.append), messages
+def _chain_job(chain, events) -> List[dict]:
+    return _run_chain(*chain, log=lambda m: events.put(("log", m)),
+                      report=lambda *a: events.put(("done", a)))
 
 
 def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: int, protocols: Sequence[str],
-               t0: float, log: Callable = print) -> List[dict]:
+               log: Callable = print, report: Optional[Callable] = None) -> List[dict]:
     """Pretraining (unless the variant has none) and each protocol of one (variant, seed); complete runs
-    are reused. Returns one row per protocol."""
+    are reused. Returns the rows of the protocols (the knn protocol gives knn20, knn1 and logreg rows)."""
     import keras
 
-    from hacm_tf.training import downstream
+    from hacm_tf.training import downstream, frozen
     from hacm_tf.training.pretrain import pretrain
 
+    report = report or (lambda *a: None)
     cfg = model_config(study, VARIANTS[variant])
     data = DataConfig(window=study.window, batch_size=study.batch_size, min_crop_frames=min(64, study.window))
     pre_dir = None
     if VARIANTS[variant] is not None:
         pre_dir = os.path.join(out, variant, f"seed{seed}", "pretrain")
         if _final(pre_dir) is None:
-            log(f"[{time.time() - t0:6.0f} s] pretrain {variant} seed {seed}")
+            log(f"start pretrain {variant} seed {seed}")
             keras.backend.clear_session()
-            pretrain(pre_dir, data_dir, cfg, data,
-                     TrainConfig(epochs=study.pretrain_epochs, lr=2e-3, min_lr=2e-4,
-                                 warmup_epochs=max(1, study.pretrain_epochs // 10), log_every=20,
-                                 jit_compile=False), seed=seed)
+            t = time.time()
+            monitor = MonitorConfig(data_dir, study.monitor_every) if study.monitor_every else None
+            pretrain(pre_dir, data_dir, cfg, data, pretrain_config(study), seed=seed, monitor=monitor)
+            report(variant, seed, "pretrain", time.time() - t)
     rows = []
     for protocol in protocols:
         work = os.path.join(out, variant, f"seed{seed}", protocol)
+        if protocol == "knn":
+            result = _knn_result(work)
+            if result is None:
+                log(f"start knn {variant} seed {seed}")
+                keras.backend.clear_session()
+                t = time.time()
+                result = frozen.frozen_readout(data_dir, pre_dir, None if pre_dir else cfg, seed=seed, logreg=True,
+                                               diagnostics=True)
+                os.makedirs(work, exist_ok=True)
+                frozen.write_json(os.path.join(work, "result.json"), result)
+                report(variant, seed, protocol, time.time() - t)
+            rows += [{"variant": variant, "seed": seed, "protocol": p, "last_top1": result[k], "best_top1": result[k]}
+                     for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+            continue
         final = _final(work)
         if final is None:
-            log(f"[{time.time() - t0:6.0f} s] {protocol} {variant} seed {seed}")
+            log(f"start {protocol} {variant} seed {seed}")
             keras.backend.clear_session()
+            t = time.time()
             run_cfg, run_data, train, proto = protocol_configs(study, protocol, cfg, data)
             final = downstream.train_classifier(work, data_dir, run_cfg, run_data, train, proto, pre_dir, seed=seed)
+            report(variant, seed, protocol, time.time() - t)
         rows.append({"variant": variant, "seed": seed, "protocol": protocol,
                      "last_top1": final["last_epoch_top1"], "best_top1": final["best_epoch_top1"]})
     return rows
 
 
+def pretrain_config(study: StudyConfig) -> TrainConfig:
+    """The pretraining schedule of a study (AdamW, warm-up then half-cosine)."""
+    warmup = study.pretrain_warmup_epochs or max(1, study.pretrain_epochs // 10)
+    return TrainConfig(epochs=study.pretrain_epochs, lr=study.pretrain_lr, min_lr=study.pretrain_min_lr,
+                       warmup_epochs=warmup, log_every=20, jit_compile=False)
+
+
 def protocol_configs(study: StudyConfig, protocol: str, cfg: ModelConfig, data: DataConfig):
     """(model, data, train, protocol) configs of one downstream run of the study."""
     if protocol == "linear":
-        train = TrainConfig(epochs=study.linear_epochs, lr=0.1, min_lr=0.0, warmup_epochs=0, weight_decay=0.0,
-                            log_every=20, jit_compile=False)
+        train = TrainConfig(epochs=study.linear_epochs, lr=study.linear_lr, min_lr=0.0, warmup_epochs=0,
+                            weight_decay=0.0, log_every=20, jit_compile=False)
         return cfg, data, train, ProtocolConfig("linear", eval_every=study.eval_every)
     semi = protocol == "semi10"
     epochs = study.semi_epochs if semi else study.finetune_epochs
-    train = TrainConfig(epochs=epochs, lr=1e-3, min_lr=1e-5, warmup_epochs=max(1, epochs // 10),
+    warmup = (study.semi_warmup_epochs if semi else 0) or max(1, epochs // 10)
+    train = TrainConfig(epochs=epochs, lr=study.finetune_lr, min_lr=study.finetune_lr / 100, warmup_epochs=warmup,
                         beta_2=0.999, log_every=20, jit_compile=False,
                         steps_per_epoch=study.semi_steps_per_epoch if semi else 0)
     every = study.semi_eval_every if semi and study.semi_eval_every else study.eval_every
@@ -207,17 +365,32 @@ def protocol_configs(study: StudyConfig, protocol: str, cfg: ModelConfig, data: 
     return cfg, data, train, ProtocolConfig("finetune", eval_every=every)
 
 
+# table columns: protocol row key -> heading; trained protocols show the best evaluated epoch in brackets
+COLUMNS = (("linear", "linear"), ("logreg", "logistic regression"), ("knn20", "kNN-20"), ("knn1", "kNN-1"),
+           ("finetune", "fine-tune"), ("semi10", "10 % labels"))
+TRAINED = ("linear", "finetune", "semi10")
+
+
 def table(rows: Sequence[dict]) -> str:
-    """Markdown: one row per variant, last-epoch top-1 mean +- std per protocol (best epoch in brackets)."""
+    """Markdown: one row per variant, last-epoch top-1 mean +- std per protocol (best evaluated epoch in
+    brackets for trained protocols); columns only for the protocols present."""
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
-    head = "| pretraining | " + " | ".join(protocols) + " |"
-    lines = [head, "|" + "---|" * (len(protocols) + 1)]
+    present = {r["protocol"] for r in rows}
+    columns = [(k, h) for k, h in COLUMNS if k in present] + sorted(
+        (p, p) for p in present if p not in dict(COLUMNS))
+    lines = ["| pretraining | " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for v in variants:
         cells = []
-        for p in protocols:
+        for p, _ in columns:
             last = np.array([r["last_top1"] for r in rows if r["variant"] == v and r["protocol"] == p]) * 100
             best = np.array([r["best_top1"] for r in rows if r["variant"] == v and r["protocol"] == p]) * 100
-            cells.append(f"{last.mean():.1f} ± {last.std():.1f} ({best.mean():.1f})" if len(last) else "–")
+            if not len(last):
+                cells.append("–")
+            elif p in TRAINED:
+                cells.append(f"{last.mean():.1f} ± {last.std():.1f} ({best.mean():.1f})")
+            elif len(last) > 1:
+                cells.append(f"{last.mean():.1f} ± {last.std():.1f}")
+            else:
+                cells.append(f"{last.mean():.1f}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -15,8 +15,12 @@ def test_study_runs_each_variant_and_seed_and_resumes(synthetic_dir, tmp_path):
                             seeds=2, eval_every=2)
     logs = []
     result = study.run_study(str(tmp_path), synthetic_dir, cfg, ["hacm_no_cross_contrast", "none"], ["linear"],
-                             log=logs.append)
-    assert sum("pretrain" in m for m in logs) == 2 and sum("linear" in m for m in logs) == 4
+                             log=logs.append, baselines=False)
+    assert logs[0] == "study: 6 runs (0 already complete), 1 worker(s)"
+    assert sum(m.startswith("start pretrain") for m in logs) == 2
+    assert sum(m.startswith("start linear") for m in logs) == 4
+    done = [m for m in logs if " done " in m]
+    assert len(done) == 6 and "(6/6 runs, about 0 min left)" in done[-1] and "(1/6 runs" in done[0]
     rows = result["rows"]
     assert [(r["variant"], r["seed"]) for r in rows] == [("hacm_no_cross_contrast", 0), ("hacm_no_cross_contrast", 1),
                                                          ("none", 0), ("none", 1)]
@@ -26,8 +30,8 @@ def test_study_runs_each_variant_and_seed_and_resumes(synthetic_dir, tmp_path):
     assert saved["rows"] == rows and saved["study"]["eval_every"] == 2
     logs.clear()
     again = study.run_study(str(tmp_path), synthetic_dir, cfg, ["hacm_no_cross_contrast", "none"], ["linear"],
-                            log=logs.append)
-    assert logs == [] and again["rows"] == rows
+                            log=logs.append, baselines=False)
+    assert logs == ["study: 6 runs (6 already complete), 1 worker(s)"] and again["rows"] == rows
 
 
 def test_synthetic_preset_and_variants():
@@ -68,17 +72,54 @@ def test_parallel_workers_give_the_same_rows_as_one_process(synthetic_dir, tmp_p
                             semi_steps_per_epoch=2, semi_eval_every=1, seeds=2)
     logs = []
     result = study.run_study(str(tmp_path), synthetic_dir, cfg, ["mae", "none"], ["linear", "semi10"],
-                             log=logs.append, workers=2)
+                             log=logs.append, workers=2, baselines=False)
     assert [(r["variant"], r["seed"], r["protocol"]) for r in result["rows"]] == [
         (v, s, p) for v in ("mae", "none") for s in (0, 1) for p in ("linear", "semi10")]
-    assert sum("pretrain mae" in m for m in logs) == 2 and len(logs) == 2 + 8
+    # worker messages reach the main process as they happen: a start and a done line per run
+    assert sum(m.startswith("start pretrain mae") for m in logs) == 2 and len(logs) == 1 + 2 * 10
+    assert "(10/10 runs" in logs[-1]
     semi = json.load(open(tmp_path / "mae" / "seed1" / "semi10" / "metrics.json"))
     assert semi["final"]["steps"] == 4 and len([h for h in semi["history"] if "eval_top1" in h]) == 2
     assert json.load(open(tmp_path / "results.json"))["workers"] == 2
     # the same runs, resumed in one process: nothing is re-run, identical rows
     logs.clear()
     again = study.run_study(str(tmp_path), synthetic_dir, cfg, ["mae", "none"], ["linear", "semi10"],
-                            log=logs.append)
-    assert logs == [] and again["rows"] == result["rows"]
+                            log=logs.append, baselines=False)
+    assert len(logs) == 1 and again["rows"] == result["rows"]
     with pytest.raises(ValueError, match="workers"):
         study.run_study(str(tmp_path), synthetic_dir, cfg, ["none"], ["linear"], workers=0)
+
+
+def test_knn_protocol_and_raw_baseline_rows(synthetic_dir, tmp_path):
+    cfg = study.StudyConfig(layout="ntu25", num_persons=2, window=12, dim=16, depth=1, heads=2, decoder_depth=1,
+                            batch_size=8, pretrain_epochs=2, seeds=1, monitor_every=1)
+    result = study.run_study(str(tmp_path), synthetic_dir, cfg, ["mamp", "none"], ["knn"], log=lambda m: None)
+    got = {(r["variant"], r["protocol"]): r["last_top1"] for r in result["rows"]}
+    assert set(got) == {(v, p) for v in ("mamp", "none", study.RAW) for p in ("logreg", "knn20", "knn1")}
+    knn = json.load(open(tmp_path / "mamp" / "seed0" / "knn" / "result.json"))
+    assert got[("mamp", "knn20")] == knn["knn20_top1"] and "effective_rank" in knn
+    assert knn["encoder"].endswith("pretrain")
+    assert json.load(open(tmp_path / "none" / "seed0" / "knn" / "result.json"))["encoder"] == "random init (seed 0)"
+    raw = json.load(open(tmp_path / "raw" / "result.json"))
+    assert got[(study.RAW, "logreg")] == raw["logreg_top1"] and raw["window"] == 12
+    # the pretraining monitor ran on the study's data every epoch
+    history = json.load(open(tmp_path / "mamp" / "seed0" / "pretrain" / "metrics.json"))["history"]
+    assert all("eval_knn20_top1" in h for h in history)
+    lines = result["table"].splitlines()
+    assert lines[0] == "| pretraining | logistic regression | kNN-20 | kNN-1 |"
+    assert lines[-1].startswith(f"| {study.RAW} | {raw['logreg_top1'] * 100:.1f} |")
+
+
+def test_progress_estimates_time_left_from_measured_rates():
+    plan = [{"variant": "a", "seed": 0, "stage": "pretrain", "epochs": 10, "done": False},
+            {"variant": "a", "seed": 0, "stage": "linear", "epochs": 5, "done": False},
+            {"variant": "b", "seed": 0, "stage": "pretrain", "epochs": 10, "done": False},
+            {"variant": "b", "seed": 0, "stage": "linear", "epochs": 5, "done": False}]
+    logs = []
+    progress = study.Progress(plan, workers=2, log=logs.append)
+    assert progress.seconds_left() is None
+    progress.finished("a", 0, "pretrain", 100.0)          # 10 s per pretraining epoch
+    assert progress.seconds_left() == pytest.approx((10 * 10 + 2 * 5 * 10) / 2)   # linear: pretraining's rate
+    progress.finished("a", 0, "linear", 10.0)             # 2 s per linear epoch
+    assert progress.seconds_left() == pytest.approx((10 * 10 + 5 * 2) / 2)
+    assert "(2/4 runs, about 1 min left)" in logs[-1]
