@@ -218,8 +218,10 @@ def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[st
     if raw is not None:
         rows += [{"variant": RAW, "seed": 0, "protocol": p, "last_top1": raw[k], "best_top1": raw[k]}
                  for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+    figure = write_learning_curve_figure(out, rows, variants, study.seeds, os.path.join(out, "learning_curves.png"))
     summary = {"rows": rows, "table": table(rows), "seconds": round(time.time() - t0, 1),
-               "study": dataclasses.asdict(study), "data_dir": data_dir, "workers": workers}
+               "study": dataclasses.asdict(study), "data_dir": data_dir, "workers": workers,
+               "learning_curves": learning_curves(out, variants, study.seeds), "figure": figure}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out, "results.md"), "w") as f:
@@ -394,3 +396,41 @@ def table(rows: Sequence[dict]) -> str:
                 cells.append(f"{last.mean():.1f}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def learning_curves(out: str, variants: Sequence[str], seeds: int, key: str = "eval_knn20_top1") -> dict:
+    """{variant: {"epochs": [E], "values": [S, E]}} from the pretraining monitors' histories (epochs
+    1-based; only epochs every seed has read out)."""
+    curves = {}
+    for variant in variants:
+        if VARIANTS.get(variant) is None:
+            continue
+        per_seed = []
+        for seed in range(seeds):
+            p = os.path.join(out, variant, f"seed{seed}", "pretrain", "metrics.json")
+            if os.path.exists(p):
+                per_seed.append({h["epoch"] + 1: h[key] for h in json.load(open(p))["history"] if key in h})
+        if not per_seed:
+            continue
+        epochs = sorted(set.intersection(*(set(s) for s in per_seed)))
+        if epochs:
+            curves[variant] = {"epochs": epochs, "values": [[s[e] for e in epochs] for s in per_seed]}
+    return curves
+
+
+def write_learning_curve_figure(out: str, rows: Sequence[dict], variants: Sequence[str], seeds: int, path: str,
+                                title: str = "") -> Optional[str]:
+    """kNN-20 against pretraining epoch per variant with the raw-coordinate and random-encoder kNN-20
+    levels (from ``rows``) as horizontal lines; returns ``path`` (None without monitor data)."""
+    from hacm_tf import viz
+
+    curves = learning_curves(out, variants, seeds)
+    if not curves:
+        return None
+    levels = {}
+    for variant, label in ((RAW, "raw coordinates"), ("none", "random encoder")):
+        values = [r["last_top1"] for r in rows if r["variant"] == variant and r["protocol"] == "knn20"]
+        if values:
+            levels[f"{label} (kNN-20)"] = float(np.mean(values))
+    viz.plot_learning_curves(curves, levels, path, title=title)
+    return path

@@ -147,3 +147,30 @@ def plot_scale(rows: Sequence[dict], path: str):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_learning_curves(curves: dict, levels: dict, path: str, ylabel: str = "kNN-20 top-1 (%)",
+                         title: str = "", dpi: int = 100):
+    """Read-out accuracy against pretraining epoch, one line per method (mean over seeds, band = min..max
+    of the seeds), with reference levels as horizontal lines.
+
+    curves: {method: {"epochs": [E], "values": [S, E]}} (accuracies in [0, 1]); levels: {label: value}.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, curve in curves.items():
+        epochs, values = np.asarray(curve["epochs"]), np.asarray(curve["values"], np.float64) * 100
+        line, = ax.plot(epochs, values.mean(0), "-o", ms=3, label=name)
+        if len(values) > 1:
+            ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    for (label, value), style in zip(levels.items(), ("--", ":", "-.", (0, (5, 1)))):
+        ax.axhline(value * 100, color="0.35", ls=style, lw=1.2, label=label)
+    ax.set_xlabel("pretraining epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

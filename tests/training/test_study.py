@@ -105,6 +105,7 @@ def test_knn_protocol_and_raw_baseline_rows(synthetic_dir, tmp_path):
     # the pretraining monitor ran on the study's data every epoch
     history = json.load(open(tmp_path / "mamp" / "seed0" / "pretrain" / "metrics.json"))["history"]
     assert all("eval_knn20_top1" in h for h in history)
+    assert result["learning_curves"]["mamp"]["epochs"] == [1, 2] and (tmp_path / "learning_curves.png").exists()
     lines = result["table"].splitlines()
     assert lines[0] == "| pretraining | logistic regression | kNN-20 | kNN-1 |"
     assert lines[-1].startswith(f"| {study.RAW} | {raw['logreg_top1'] * 100:.1f} |")
