@@ -24,8 +24,8 @@ flags.DEFINE_enum("source", None, SOURCES, "Raw data format.")
 flags.DEFINE_string("input_dir", None, "Raw data folder(s), comma-separated (NTU-120: both folders); "
                     "for --source=npz the .npz file.")
 flags.DEFINE_string("output_dir", None, "TFRecord output folder.", required=True)
-flags.DEFINE_string("protocol", None, "xsub | xview | xset (NTU), xsub | xview (PKU), xview | xview_val | xsub (NW-UCLA); "
-                    "default xsub (xview for ucla).")
+flags.DEFINE_string("protocol", None, "xsub | xview | xset (NTU), xsub | xview (PKU), "
+                    "xview | xview_val | xsub (NW-UCLA); default xsub (xview for ucla).")
 flags.DEFINE_integer("shards", 0, "Shards per split (0: automatic).")
 flags.DEFINE_enum("compression", "none", ["none", "gzip"], "TFRecord compression (none reads 2.5-4x faster).")
 flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "Stop at the first bad sample, or skip and record it.")

@@ -3,6 +3,7 @@
 
   python scripts/study.py --dataset=ucla --workdir=studies/ucla          # NW-UCLA, CPU preset
   python scripts/study.py --dataset=synthetic --workdir=studies/synthetic  # linear + semi10, CPU preset
+  python scripts/study.py --dataset=ucla --preset=converged --workdir=studies/ucla_converged   # ~2.5 h
   python scripts/study.py --dataset=ucla --preset=paper --workdir=...    # paper sizes (accelerators)
 
 Rerunning continues an interrupted study. Results: <workdir>/results.md and results.json.
@@ -23,8 +24,12 @@ from hacm_tf.config import PRECISIONS  # noqa: E402
 flags.DEFINE_enum("dataset", "ucla", ["ucla", "synthetic"],
                   "NW-UCLA (cross-view) or synthetic data with 20 classes, 8 of them hard (cross-subject).")
 flags.DEFINE_string("data_root", os.path.join("..", "shared", "data", "nw_ucla"), "NW-UCLA JSON release folder.")
+flags.DEFINE_string("data_dir", None, "An existing TFRecord directory to study instead of building --dataset "
+                    "(any labelled dataset with train and test splits).")
 flags.DEFINE_string("workdir", None, "Study folder (TFRecords and every run go inside).", required=True)
-flags.DEFINE_enum("preset", "cpu", ["cpu", "paper"], "Model size and run lengths.")
+flags.DEFINE_enum("preset", "cpu", ["cpu", "converged", "paper"],
+                  "Model size and run lengths: cpu (minutes), converged (pretraining to a flat kNN curve, "
+                  "hours on 2 cores; variants hacm_corrected, mamp, mae, none), paper (accelerators).")
 flags.DEFINE_list("variants", None, "Subset of variants (default: all).")
 flags.DEFINE_list("protocols", None, "Downstream protocols (default: linear,finetune,semi10 on NW-UCLA; "
                   "linear,semi10 on synthetic data).")
@@ -35,6 +40,8 @@ flags.DEFINE_integer("workers", None, "(variant, seed) chains run at once, each 
 flags.DEFINE_integer("downstream_epochs", None, "Override linear / fine-tune / semi epochs of the preset.")
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "Compute precision of every stage's "
                   "transformer blocks (ModelConfig.precision).")
+flags.DEFINE_bool("dry_run", False, "Print the study's configuration and run plan (with what is already complete) "
+                  "as JSON and exit.")
 FLAGS = flags.FLAGS
 
 
@@ -43,8 +50,8 @@ def main(argv):
     from hacm_tf import study
     from hacm_tf.data import build, synthetic, tfrecord
 
-    data_dir = os.path.join(FLAGS.workdir, "data")
-    if not os.path.exists(os.path.join(data_dir, tfrecord.INFO_FILE)):
+    data_dir = FLAGS.data_dir or os.path.join(FLAGS.workdir, "data")
+    if not os.path.exists(os.path.join(data_dir, tfrecord.INFO_FILE)) and not FLAGS.dry_run:
         if FLAGS.dataset == "ucla":
             build.build_ucla(FLAGS.data_root, data_dir, "xview")
         else:
@@ -52,13 +59,18 @@ def main(argv):
             # the head or the speed; 8 subjects (cross-subject: 5 train, 3 test), 3 views, 2 repetitions
             build.build_synthetic(data_dir, spec=synthetic.SyntheticSpec(num_subjects=8, num_classes=20,
                                                                          replications=2, noise_body_rate=0.2), seed=7)
-    info = tfrecord.load_info(data_dir)
+    have_data = os.path.exists(os.path.join(data_dir, tfrecord.INFO_FILE))
+    info = tfrecord.load_info(data_dir) if have_data else {"joint_layout": "kinect_v1_20" if FLAGS.dataset == "ucla"
+                                                            else "ntu25", "num_persons": 1 if FLAGS.dataset == "ucla"
+                                                            else 2}
     if FLAGS.preset == "paper":
         cfg = study.StudyConfig.paper()
+    elif FLAGS.preset == "converged":
+        cfg = study.StudyConfig.converged()
     else:
         cfg = study.StudyConfig() if FLAGS.dataset == "ucla" else study.StudyConfig.synthetic()
-    protocols = FLAGS.protocols or (["linear", "finetune", "semi10"] if FLAGS.dataset == "ucla"
-                                    else ["linear", "semi10"])
+    protocols = FLAGS.protocols or (["knn", "linear", "finetune", "semi10"] if FLAGS.dataset == "ucla"
+                                    else ["knn", "linear", "semi10"])
     cfg = dataclasses.replace(cfg, layout=info["joint_layout"], num_persons=info["num_persons"])
     changes = {}
     if FLAGS.seeds:
@@ -71,11 +83,17 @@ def main(argv):
         changes.update(linear_epochs=FLAGS.downstream_epochs, finetune_epochs=FLAGS.downstream_epochs,
                        semi_epochs=FLAGS.downstream_epochs)
     cfg = dataclasses.replace(cfg, **changes)
-    workers = FLAGS.workers or (min(2, os.cpu_count() or 1) if FLAGS.preset == "cpu" else 1)
-    result = study.run_study(FLAGS.workdir, data_dir, cfg, FLAGS.variants or tuple(study.VARIANTS), protocols,
-                             workers=workers)
+    workers = FLAGS.workers or (min(2, os.cpu_count() or 1) if FLAGS.preset != "paper" else 1)
+    variants = FLAGS.variants or (study.CONVERGED_VARIANTS if FLAGS.preset == "converged" else tuple(study.VARIANTS))
+    if FLAGS.dry_run:
+        plan = study.run_plan(FLAGS.workdir, cfg, variants, protocols)
+        print(json.dumps({"study": dataclasses.asdict(cfg), "variants": list(variants), "protocols": protocols,
+                          "workers": workers, "runs": len(plan), "complete": sum(r["done"] for r in plan)}))
+        return
+    result = study.run_study(FLAGS.workdir, data_dir, cfg, variants, protocols, workers=workers)
     print(result["table"])
-    print(json.dumps({"seconds": result["seconds"], "results": os.path.join(FLAGS.workdir, "results.json")}))
+    print(json.dumps({"seconds": result["seconds"], "results": os.path.join(FLAGS.workdir, "results.json"),
+                      "figure": result["figure"]}))
 
 
 if __name__ == "__main__":

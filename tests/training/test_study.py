@@ -124,3 +124,50 @@ def test_progress_estimates_time_left_from_measured_rates():
     progress.finished("a", 0, "linear", 10.0)             # 2 s per linear epoch
     assert progress.seconds_left() == pytest.approx((10 * 10 + 5 * 2) / 2)
     assert "(2/4 runs, about 1 min left)" in logs[-1]
+
+
+def _dry_run(script, flagfile, tmp_path, *extra):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    r = subprocess.run([sys.executable, os.path.join("scripts", script), f"--flagfile=flags/ucla_xview/{flagfile}",
+                        f"--workdir={tmp_path}", "--dry_run", *extra], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_converged_flagfiles_are_the_converged_study(tmp_path):
+    """The stage-by-stage flagfiles and scripts/study.py --preset=converged run the same recipe."""
+    cfg = dataclasses.replace(study.StudyConfig.converged(), layout="kinect_v1_20", num_persons=1)
+    assert study.CONVERGED_VARIANTS == ("hacm_corrected", "mamp", "mae", "none")
+    data = study.DataConfig(window=cfg.window, batch_size=cfg.batch_size, min_crop_frames=min(64, cfg.window))
+    for variant, method in (("hacm_corrected", "hacm"), ("mamp", "mamp"), ("mae", "mae")):
+        got = _dry_run("pretrain.py", f"pretrain_{method}_converged.flags", tmp_path, "--data_dir=elsewhere")
+        model = study.model_config(cfg, study.VARIANTS[variant])
+        assert got["model"] == model.to_dict() and got["data"] == json.loads(json.dumps(data.to_dict()))
+        assert got["train"] == study.pretrain_config(cfg).to_dict()
+        # --monitor reads the labels of whatever --data_dir is given
+        assert got["monitor"] == {"monitor_data_dir": "elsewhere", "monitor_every": cfg.monitor_every,
+                                  "monitor_batch_size": 64}
+    model = study.model_config(cfg, None)
+    for protocol, flagfile in (("linear", "linprobe_converged.flags"), ("finetune", "scratch_converged.flags"),
+                               ("semi10", "semi10_converged.flags")):
+        script = "linprobe.py" if protocol == "linear" else "finetune.py"
+        extra = () if flagfile.startswith("scratch") else tuple(f"--{k}={v}" for k, v in (
+            ("method", "hacm"), ("layout", "kinect_v1_20"), ("num_persons", 1), ("window", 48), ("t_patch", 3),
+            ("dim", 64), ("depth", 3), ("heads", 4)))                   # what --pretrained would give
+        got = _dry_run(script, flagfile, tmp_path, *extra)
+        run_model, run_data, train, proto = study.protocol_configs(cfg, protocol, model, data)
+        keys = ("epochs", "steps_per_epoch", "lr", "min_lr", "warmup_epochs", "weight_decay", "beta_1", "beta_2")
+        assert {k: got["train"][k] for k in keys} == {k: train.to_dict()[k] for k in keys}, protocol
+        assert got["protocol"]["eval_every"] == proto.eval_every, protocol
+        assert got["data"]["semi_ratio"] == run_data.semi_ratio and got["data"]["window"] == run_data.window
+        if protocol != "linear":
+            assert got["model"]["drop_path"] == run_model.drop_path
+    finetune = _dry_run("finetune.py", "finetune_converged.flags", tmp_path, "--method=hacm", "--layout=kinect_v1_20",
+                        "--num_persons=1", "--window=48", "--t_patch=3", "--dim=64", "--depth=3", "--heads=4")
+    assert finetune["train"] == _dry_run("finetune.py", "scratch_converged.flags", tmp_path)["train"]
