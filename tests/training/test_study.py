@@ -171,3 +171,21 @@ def test_converged_flagfiles_are_the_converged_study(tmp_path):
     finetune = _dry_run("finetune.py", "finetune_converged.flags", tmp_path, "--method=hacm", "--layout=kinect_v1_20",
                         "--num_persons=1", "--window=48", "--t_patch=3", "--dim=64", "--depth=3", "--heads=4")
     assert finetune["train"] == _dry_run("finetune.py", "scratch_converged.flags", tmp_path)["train"]
+
+
+def test_converged_preset_dry_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    r = subprocess.run([sys.executable, os.path.join("scripts", "study.py"), "--dataset=ucla", "--preset=converged",
+                        f"--workdir={tmp_path}", "--dry_run"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads(r.stdout.strip().splitlines()[-1])
+    # 4 variants x 2 seeds x 4 protocols + 3 pretrained variants x 2 seeds, nothing run, no data built
+    assert plan["variants"] == list(study.CONVERGED_VARIANTS) and plan["runs"] == 38 and plan["complete"] == 0
+    assert plan["protocols"] == ["knn", "linear", "finetune", "semi10"] and plan["workers"] >= 1
+    assert plan["study"]["pretrain_epochs"] == 300 and plan["study"]["monitor_every"] == 25
+    assert not os.path.exists(tmp_path / "data")
