@@ -162,8 +162,9 @@ def _stage_epochs(study: StudyConfig, stage: str) -> float:
 
 
 class Progress:
-    """Counts finished runs and estimates the time left from the seconds per epoch measured so far
-    for each stage (until a stage has finished once, from pretraining's rate)."""
+    """Counts finished runs and estimates the time left from the seconds per epoch measured so far for
+    each stage (finished runs, and the epochs of running ones read from their metrics.json); until a
+    stage has been measured, from pretraining's rate."""
 
     def __init__(self, plan: List[dict], workers: int, log: Callable):
         self.plan, self.workers, self.log = plan, workers, log
@@ -175,19 +176,52 @@ class Progress:
             if (run["variant"], run["seed"], run["stage"]) == (variant, seed, stage):
                 run["done"] = True
                 self.rates.setdefault(stage, []).append(seconds / max(run["epochs"], 1e-9))
-        left = self.seconds_left()
         done = sum(r["done"] for r in self.plan)
-        eta = f", about {left / 60:.0f} min left" if left is not None else ""
         self.log(f"[{time.time() - self.t0:6.0f} s] done {stage} {variant} seed {seed} in {seconds:.0f} s "
-                 f"({done}/{len(self.plan)} runs{eta})")
+                 f"({done}/{len(self.plan)} runs{self._eta()})")
+
+    def heartbeat(self):
+        """One line on the runs in progress (epochs done, from their metrics.json) and the time left."""
+        running = []
+        for run in self.plan:
+            epochs = len(_history(run["workdir"])) if not run["done"] else 0
+            if epochs:
+                running.append(f"{run['stage']} {run['variant']} seed {run['seed']} {epochs}/{run['epochs']:g}")
+        done = sum(r["done"] for r in self.plan)
+        self.log(f"[{time.time() - self.t0:6.0f} s] {done}/{len(self.plan)} runs done; "
+                 f"in progress: {', '.join(running) or '-'}{self._eta()}")
+
+    def _eta(self) -> str:
+        left = self.seconds_left()
+        return f", about {left / 60:.0f} min left" if left is not None else ""
 
     def seconds_left(self) -> Optional[float]:
-        if not self.rates:
+        partial: Dict[str, List[float]] = {}
+        progress = {}
+        for run in self.plan:
+            if run["done"] or "workdir" not in run:
+                continue
+            history = _history(run["workdir"])
+            if history:
+                progress[id(run)] = len(history)
+                partial.setdefault(run["stage"], []).append(float(np.mean([h["seconds"] for h in history])))
+        rates = {k: float(np.mean(self.rates.get(k, []) + partial.get(k, []))) for k in set(partial) | set(self.rates)}
+        if not rates:
             return None
-        known = {k: float(np.mean(v)) for k, v in self.rates.items()}
-        fallback = known.get("pretrain", float(np.mean([v for vs in self.rates.values() for v in vs])))
-        todo = sum(r["epochs"] * known.get(r["stage"], fallback) for r in self.plan if not r["done"])
+        fallback = rates.get("pretrain", float(np.mean(list(rates.values()))))
+        todo = sum(max(r["epochs"] - progress.get(id(r), 0), 0) * rates.get(r["stage"], fallback)
+                   for r in self.plan if not r["done"])
         return todo / self.workers
+
+
+def _history(workdir: str) -> List[dict]:
+    """The per-epoch history a (possibly running) run has written so far."""
+    p = os.path.join(workdir, "metrics.json")
+    try:
+        with open(p) as f:
+            return [h for h in json.load(f).get("history", []) if "seconds" in h]
+    except (OSError, ValueError):
+        return []
 
 
 # ---------------------------------------------------------------------------- the study
@@ -252,7 +286,8 @@ def raw_baseline(out: str, data_dir: str, study: StudyConfig) -> dict:
     return result
 
 
-def _run_parallel(chains, workers: int, log: Callable, progress: Progress) -> List[List[dict]]:
+def _run_parallel(chains, workers: int, log: Callable, progress: Progress,
+                  heartbeat_seconds: float = 300.0) -> List[List[dict]]:
     import concurrent.futures
     import multiprocessing
     import queue as queue_module
@@ -278,9 +313,13 @@ def _run_parallel(chains, workers: int, log: Callable, progress: Progress) -> Li
                                                     initargs=(threads,)) as pool:
             futures = {pool.submit(_chain_job, chain, events): i for i, chain in enumerate(chains)}
             pending = set(futures)
+            last_beat = time.time()
             while pending:
                 finished, pending = concurrent.futures.wait(pending, timeout=2.0)
                 drain()
+                if time.time() - last_beat > heartbeat_seconds:
+                    progress.heartbeat()
+                    last_beat = time.time()
                 for future in finished:
                     results[futures[future]] = future.result()
         drain()

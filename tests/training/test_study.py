@@ -111,11 +111,10 @@ def test_knn_protocol_and_raw_baseline_rows(synthetic_dir, tmp_path):
     assert lines[-1].startswith(f"| {study.RAW} | {raw['logreg_top1'] * 100:.1f} |")
 
 
-def test_progress_estimates_time_left_from_measured_rates():
-    plan = [{"variant": "a", "seed": 0, "stage": "pretrain", "epochs": 10, "done": False},
-            {"variant": "a", "seed": 0, "stage": "linear", "epochs": 5, "done": False},
-            {"variant": "b", "seed": 0, "stage": "pretrain", "epochs": 10, "done": False},
-            {"variant": "b", "seed": 0, "stage": "linear", "epochs": 5, "done": False}]
+def test_progress_estimates_time_left_from_measured_rates(tmp_path):
+    plan = [{"variant": v, "seed": 0, "stage": stage, "epochs": epochs, "done": False,
+             "workdir": str(tmp_path / v / stage)}
+            for v in ("a", "b") for stage, epochs in (("pretrain", 10), ("linear", 5))]
     logs = []
     progress = study.Progress(plan, workers=2, log=logs.append)
     assert progress.seconds_left() is None
@@ -124,6 +123,13 @@ def test_progress_estimates_time_left_from_measured_rates():
     progress.finished("a", 0, "linear", 10.0)             # 2 s per linear epoch
     assert progress.seconds_left() == pytest.approx((10 * 10 + 5 * 2) / 2)
     assert "(2/4 runs, about 1 min left)" in logs[-1]
+    # a running pretraining: 4 of its 10 epochs written, at 6 s each
+    (tmp_path / "b" / "pretrain").mkdir(parents=True)
+    history = [{"epoch": e, "seconds": 6.0} for e in range(4)]
+    (tmp_path / "b" / "pretrain" / "metrics.json").write_text(json.dumps({"history": history}))
+    assert progress.seconds_left() == pytest.approx((6 * 8 + 5 * 2) / 2)   # 6 epochs left at the mean of 10 and 6 s
+    progress.heartbeat()
+    assert "2/4 runs done; in progress: pretrain b seed 0 4/10" in logs[-1] and "min left" in logs[-1]
 
 
 def _dry_run(script, flagfile, tmp_path, *extra):
