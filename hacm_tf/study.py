@@ -295,47 +295,60 @@ def _run_parallel(chains, workers: int, log: Callable, progress: Progress,
     threads = max(1, (os.cpu_count() or workers) // workers)
     results: List[Optional[List[dict]]] = [None] * len(chains)
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        events = manager.Queue()
+    events = context.Queue()            # handed to the workers at start-up: no server process to orphan
 
-        def drain():
-            while True:
-                try:
-                    kind, payload = events.get_nowait()
-                except queue_module.Empty:
-                    return
-                if kind == "log":
-                    log(payload)
-                else:
-                    progress.finished(*payload)
+    def drain():
+        while True:
+            try:
+                kind, payload = events.get_nowait()
+            except queue_module.Empty:
+                return
+            if kind == "log":
+                log(payload)
+            else:
+                progress.finished(*payload)
 
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                                    initargs=(threads,)) as pool:
-            futures = {pool.submit(_chain_job, chain, events): i for i, chain in enumerate(chains)}
-            pending = set(futures)
-            last_beat = time.time()
-            while pending:
-                finished, pending = concurrent.futures.wait(pending, timeout=2.0)
-                drain()
-                if time.time() - last_beat > heartbeat_seconds:
-                    progress.heartbeat()
-                    last_beat = time.time()
-                for future in finished:
-                    results[futures[future]] = future.result()
-        drain()
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                initargs=(threads, os.getpid(), events)) as pool:
+        futures = {pool.submit(_chain_job, chain): i for i, chain in enumerate(chains)}
+        pending = set(futures)
+        last_beat = time.time()
+        while pending:
+            finished, pending = concurrent.futures.wait(pending, timeout=2.0)
+            drain()
+            if time.time() - last_beat > heartbeat_seconds:
+                progress.heartbeat()
+                last_beat = time.time()
+            for future in finished:
+                results[futures[future]] = future.result()
+    drain()
     return results
 
 
-def _init_worker(threads: int):
+_EVENTS = None      # a worker's queue of ("log", message) / ("done", (variant, seed, stage, seconds))
+
+
+def _init_worker(threads: int, parent: Optional[int] = None, events=None):
+    import threading
+
+    global _EVENTS
+    _EVENTS = events
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if parent is not None:     # a worker never outlives the study process (killed, even with -9)
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
-def _chain_job(chain, events) -> List[dict]:
-    return _run_chain(*chain, log=lambda m: events.put(("log", m)),
-                      report=lambda *a: events.put(("done", a)))
+def _exit_with_parent(parent: int, poll_seconds: float = 2.0):
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
+def _chain_job(chain) -> List[dict]:
+    return _run_chain(*chain, log=lambda m: _EVENTS.put(("log", m)), report=lambda *a: _EVENTS.put(("done", a)))
 
 
 def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: int, protocols: Sequence[str],

@@ -195,3 +195,59 @@ def test_converged_preset_dry_run(tmp_path):
     assert plan["protocols"] == ["knn", "linear", "finetune", "semi10"] and plan["workers"] >= 1
     assert plan["study"]["pretrain_epochs"] == 300 and plan["study"]["monitor_every"] == 25
     assert not os.path.exists(tmp_path / "data")
+
+
+def _children(pid):
+    import os
+
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _running(pid):
+    """Alive and not a zombie (an exited orphan waits for its new parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_stop_when_the_study_process_is_killed(synthetic_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    code = ("from hacm_tf import study; cfg = study.StudyConfig(layout='ntu25', num_persons=2, window=12, dim=16, "
+            "depth=1, heads=2, decoder_depth=1, batch_size=8, pretrain_epochs=500, seeds=2); "
+            f"study.run_study({str(tmp_path)!r}, {synthetic_dir!r}, cfg, ['mae'], ['linear'], workers=2)")
+    main = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "mae" / "seed1" / "pretrain" / "metrics.json").exists() and time.time() < deadline:
+            time.sleep(0.5)                       # both workers are training
+        workers = [p for p in _children(main.pid) if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
+        assert len(workers) >= 2
+        main.send_signal(signal.SIGKILL)
+        main.wait()
+        deadline = time.time() + 30
+        while [p for p in workers if _running(p)] and time.time() < deadline:
+            time.sleep(0.5)
+        assert not [p for p in workers if _running(p)], "orphaned study workers"
+    finally:
+        if main.poll() is None:
+            main.kill()
