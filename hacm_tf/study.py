@@ -251,12 +251,16 @@ def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[st
     log(f"study: {len(plan)} runs ({len(plan) - todo} already complete), {workers} worker(s)")
     chains = [(out, data_dir, study, variant, seed, tuple(protocols))
               for variant in variants for seed in range(study.seeds)]
+    # the reference rows (no pretraining: minutes) first, so a study stopped early already has them
+    order = sorted(range(len(chains)), key=lambda i: VARIANTS[chains[i][3]] is not None)
     results: List[Optional[List[dict]]] = [None] * len(chains)
     if workers == 1:
-        for i, chain in enumerate(chains):
-            results[i] = _run_chain(*chain, log=log, report=progress.finished)
+        for i in order:
+            results[i] = _run_chain(*chains[i], log=log, report=progress.finished)
     else:
-        results = _run_parallel(chains, workers, log, progress)
+        done = _run_parallel([chains[i] for i in order], workers, log, progress)
+        for i, chain_rows in zip(order, done):
+            results[i] = chain_rows
     rows = [row for chain_rows in results for row in chain_rows]
     raw = raw_baseline(out, data_dir, study) if baselines and any(p in protocols for p in ("knn", "linear")) else None
     if raw is not None:
