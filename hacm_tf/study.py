@@ -96,10 +96,10 @@ class StudyConfig:
     @classmethod
     def converged(cls) -> "StudyConfig":
         """NW-UCLA (or any one-person Kinect-v1 dataset) trained to convergence on 2 CPU cores: the CPU
-        study's model (64 wide, 3 blocks, 48-frame windows) pretrained for 300 epochs with a kNN read-out
+        study's model (64 wide, 3 blocks, 48-frame windows) pretrained for 200 epochs with a kNN read-out
         every 25, linear probe 50 epochs, fine-tune 50 epochs (the supervised-from-scratch reference uses
         the same schedule), 10 %-label runs of 200 steps; 2 seeds."""
-        return cls(pretrain_epochs=300, monitor_every=25, linear_epochs=50, finetune_epochs=50, semi_epochs=20,
+        return cls(pretrain_epochs=200, monitor_every=25, linear_epochs=50, finetune_epochs=50, semi_epochs=20,
                    semi_steps_per_epoch=10, semi_eval_every=5, eval_every=10, seeds=2)
 
     @classmethod

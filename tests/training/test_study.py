@@ -193,7 +193,7 @@ def test_converged_preset_dry_run(tmp_path):
     # 4 variants x 2 seeds x 4 protocols + 3 pretrained variants x 2 seeds, nothing run, no data built
     assert plan["variants"] == list(study.CONVERGED_VARIANTS) and plan["runs"] == 38 and plan["complete"] == 0
     assert plan["protocols"] == ["knn", "linear", "finetune", "semi10"] and plan["workers"] >= 1
-    assert plan["study"]["pretrain_epochs"] == 300 and plan["study"]["monitor_every"] == 25
+    assert plan["study"]["pretrain_epochs"] == 200 and plan["study"]["monitor_every"] == 25
     assert not os.path.exists(tmp_path / "data")
 
 
