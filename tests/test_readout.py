@@ -141,3 +141,24 @@ def test_monitor_config_validation():
     assert not MonitorConfig("d", 5).due(3, 100)
     with pytest.raises(ConfigError, match="monitor_every"):
         MonitorConfig("d", 0).validate()
+
+
+def test_linear_probe_check_tells_an_under_trained_probe(synthetic_dir, tmp_path):
+    from hacm_tf.config import ProtocolConfig
+    from hacm_tf.training import downstream, frozen
+
+    cfg = ModelConfig(method="mamp", window=24, t_patch=4, dim=32, depth=2, heads=4, decoder_dim=32, decoder_depth=1,
+                      decoder_heads=4)
+    data = DataConfig(window=24, batch_size=16, min_crop_frames=16)
+    checks = {}
+    for epochs in (3, 30):
+        train = TrainConfig(epochs=epochs, lr=0.1, min_lr=0, warmup_epochs=0, weight_decay=0, jit_compile=False)
+        downstream.train_classifier(str(tmp_path / f"lp{epochs}"), synthetic_dir, cfg, data, train,
+                                    ProtocolConfig("linear", eval_every=epochs), None, seed=0)
+        keras.backend.clear_session()
+        checks[epochs] = frozen.linear_probe_check(str(tmp_path / f"lp{epochs}"), synthetic_dir)
+    # the same frozen features: the regression's fit is the probe's attainable level
+    assert checks[3]["logreg_train_top1"] == checks[30]["logreg_train_top1"] > 0.9
+    assert checks[3]["probe_train_top1"] < checks[3]["logreg_train_top1"] - 0.3          # 39 steps: far below
+    assert checks[30]["probe_train_top1"] > checks[30]["logreg_train_top1"] - 0.2        # converged schedule
+    assert checks[30]["probe_epochs"] == 30

@@ -89,3 +89,25 @@ def write_json(path: str, result: dict):
     from hacm_tf.data.tfrecord import atomic_write_text
 
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+
+
+def linear_probe_check(linear_run: str, data_dir: str, batch_size: int = 64) -> dict:
+    """Has a linear probe converged? Its top-1 on the train split (evaluation crops, as the test split is
+    read) and on the test split, beside a logistic regression on the same frozen encoder's standardised
+    embeddings (l2 by 3-fold validation on train): a probe whose train top-1 stays far below the
+    regression's is under-trained, not limited by its features."""
+    from hacm_tf.config import DataConfig
+    from hacm_tf.training.downstream import evaluate_model, load_classifier
+
+    clf, cfg = load_classifier(linear_run)
+    if cfg["stage"] != "linear":
+        raise ValueError(f"{linear_run} is a {cfg['stage']!r} run, not a linear probe")
+    data = DataConfig.from_dict(cfg["data"])
+    data = DataConfig.from_dict({**data.to_dict(), "batch_size": batch_size, "semi_ratio": 1.0})
+    probe = {f"probe_{split}_top1": evaluate_model(clf, data_dir, data, split=split)["top1"]
+             for split in ("train", "test")}
+    fn = readout.encoder_embed_fn(clf.encoder)
+    train, train_labels = readout.embed_split(fn, data_dir, "train", data.window, batch_size, data.eval_crop)
+    test, test_labels = readout.embed_split(fn, data_dir, "test", data.window, batch_size, data.eval_crop)
+    regression = readout.linear_readout(train, train_labels, test, test_labels, cfg["num_classes"])
+    return {**probe, **regression, "probe_epochs": cfg["train"]["epochs"]}
