@@ -431,6 +431,6 @@ def profile_op_times(fn, steps: int = 2, logdir: str = None) -> dict:
     categories = collections.Counter()
     for op_type, s in seconds.items():
         categories[op_category(op_type)] += s
-    return {"wall_seconds": round(wall, 3), "op_seconds": round(sum(seconds.values()), 3),
-            "categories": {k: round(v, 3) for k, v in categories.most_common()},
-            "top_ops": [[k, round(v, 3), counts[k]] for k, v in seconds.most_common(15)]}
+    return {"wall_seconds": round(wall, 6), "op_seconds": round(sum(seconds.values()), 6),   # microseconds: a
+            "categories": {k: round(v, 6) for k, v in categories.most_common()},          # fast CPU's small
+            "top_ops": [[k, round(v, 6), counts[k]] for k, v in seconds.most_common(15)]}  # kernels stay > 0

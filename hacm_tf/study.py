@@ -263,12 +263,52 @@ def run_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[st
             results[i] = chain_rows
     rows = [row for chain_rows in results for row in chain_rows]
     raw = raw_baseline(out, data_dir, study) if baselines and any(p in protocols for p in ("knn", "linear")) else None
-    if raw is not None:
-        rows += [{"variant": RAW, "seed": 0, "protocol": p, "last_top1": raw[k], "best_top1": raw[k]}
-                 for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+    return _write_summary(out, data_dir, study, variants, rows + _raw_rows(raw), round(time.time() - t0, 1),
+                          workers=workers, runs=len(plan))
+
+
+def report_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence[str] = tuple(VARIANTS),
+                 protocols: Sequence[str] = PROTOCOLS) -> dict:
+    """The tables and figure of the runs a (possibly unfinished) study has completed, without running
+    anything; ``summary["complete"]`` says how many of the planned runs are in."""
+    plan = run_plan(out, study, variants, protocols)
+    rows = []
+    for variant in variants:
+        for seed in range(study.seeds):
+            for protocol in protocols:
+                rows += _protocol_rows(variant, seed, protocol, os.path.join(out, variant, f"seed{seed}", protocol))
+    rows += _raw_rows(_knn_result(os.path.join(out, "raw")))
+    return _write_summary(out, data_dir, study, variants, rows, None, runs=len(plan),
+                          complete=sum(r["done"] for r in plan))
+
+
+def _raw_rows(raw: Optional[dict]) -> List[dict]:
+    if raw is None:
+        return []
+    return [{"variant": RAW, "seed": 0, "protocol": p, "last_top1": raw[k], "best_top1": raw[k]}
+            for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+
+
+def _protocol_rows(variant: str, seed: int, protocol: str, work: str) -> List[dict]:
+    """The table rows of one complete downstream run (none when it is not complete): the knn protocol
+    gives knn20, knn1 and logreg rows."""
+    if protocol == "knn":
+        result = _knn_result(work)
+        return [] if result is None else [
+            {"variant": variant, "seed": seed, "protocol": p, "last_top1": result[k], "best_top1": result[k]}
+            for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+    final = _final(work)
+    return [] if final is None else [{"variant": variant, "seed": seed, "protocol": protocol,
+                                      "last_top1": final["last_epoch_top1"], "best_top1": final["best_epoch_top1"]}]
+
+
+def _write_summary(out: str, data_dir: str, study: StudyConfig, variants: Sequence[str], rows: List[dict],
+                   seconds: Optional[float], workers: Optional[int] = None, runs: int = 0,
+                   complete: Optional[int] = None) -> dict:
     figure = write_learning_curve_figure(out, rows, variants, study.seeds, os.path.join(out, "learning_curves.png"))
-    summary = {"rows": rows, "table": table(rows), "seconds": round(time.time() - t0, 1),
-               "study": dataclasses.asdict(study), "data_dir": data_dir, "workers": workers,
+    summary = {"rows": rows, "table": table(rows, variants), "seconds": seconds, "study": dataclasses.asdict(study),
+               "data_dir": data_dir, "workers": workers, "runs": runs,
+               "complete": runs if complete is None else complete,
                "learning_curves": learning_curves(out, variants, study.seeds), "figure": figure}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -381,8 +421,7 @@ def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: 
     for protocol in protocols:
         work = os.path.join(out, variant, f"seed{seed}", protocol)
         if protocol == "knn":
-            result = _knn_result(work)
-            if result is None:
+            if _knn_result(work) is None:
                 log(f"start knn {variant} seed {seed}")
                 keras.backend.clear_session()
                 t = time.time()
@@ -391,19 +430,16 @@ def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: 
                 os.makedirs(work, exist_ok=True)
                 frozen.write_json(os.path.join(work, "result.json"), result)
                 report(variant, seed, protocol, time.time() - t)
-            rows += [{"variant": variant, "seed": seed, "protocol": p, "last_top1": result[k], "best_top1": result[k]}
-                     for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+            rows += _protocol_rows(variant, seed, protocol, work)
             continue
-        final = _final(work)
-        if final is None:
+        if _final(work) is None:
             log(f"start {protocol} {variant} seed {seed}")
             keras.backend.clear_session()
             t = time.time()
             run_cfg, run_data, train, proto = protocol_configs(study, protocol, cfg, data)
-            final = downstream.train_classifier(work, data_dir, run_cfg, run_data, train, proto, pre_dir, seed=seed)
+            downstream.train_classifier(work, data_dir, run_cfg, run_data, train, proto, pre_dir, seed=seed)
             report(variant, seed, protocol, time.time() - t)
-        rows.append({"variant": variant, "seed": seed, "protocol": protocol,
-                     "last_top1": final["last_epoch_top1"], "best_top1": final["best_epoch_top1"]})
+        rows += _protocol_rows(variant, seed, protocol, work)
     return rows
 
 
@@ -439,10 +475,11 @@ COLUMNS = (("linear", "linear"), ("logreg", "logistic regression"), ("knn20", "k
 TRAINED = ("linear", "finetune", "semi10")
 
 
-def table(rows: Sequence[dict]) -> str:
-    """Markdown: one row per variant, last-epoch top-1 mean +- std per protocol (best evaluated epoch in
-    brackets for trained protocols); columns only for the protocols present."""
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
+def table(rows: Sequence[dict], variants: Optional[Sequence[str]] = None) -> str:
+    """Markdown: one row per variant (``variants`` first, in order, "–" where nothing is complete), last-
+    epoch top-1 mean +- std per protocol (best evaluated epoch in brackets for trained protocols); columns
+    only for the protocols present."""
+    variants = list(dict.fromkeys(list(variants or []) + [r["variant"] for r in rows]))
     present = {r["protocol"] for r in rows}
     columns = [(k, h) for k, h in COLUMNS if k in present] + sorted(
         (p, p) for p in present if p not in dict(COLUMNS))

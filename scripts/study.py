@@ -40,6 +40,8 @@ flags.DEFINE_integer("workers", None, "(variant, seed) chains run at once, each 
 flags.DEFINE_integer("downstream_epochs", None, "Override linear / fine-tune / semi epochs of the preset.")
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "Compute precision of every stage's "
                   "transformer blocks (ModelConfig.precision).")
+flags.DEFINE_bool("report", False, "Write the tables and figure of the runs completed so far (a study still "
+                  "running or stopped) and exit; runs nothing.")
 flags.DEFINE_bool("dry_run", False, "Print the study's configuration and run plan (with what is already complete) "
                   "as JSON and exit.")
 FLAGS = flags.FLAGS
@@ -89,6 +91,11 @@ def main(argv):
         plan = study.run_plan(FLAGS.workdir, cfg, variants, protocols)
         print(json.dumps({"study": dataclasses.asdict(cfg), "variants": list(variants), "protocols": protocols,
                           "workers": workers, "runs": len(plan), "complete": sum(r["done"] for r in plan)}))
+        return
+    if FLAGS.report:
+        result = study.report_study(FLAGS.workdir, data_dir, cfg, variants, protocols)
+        print(result["table"])
+        print(json.dumps({"complete": f"{result['complete']}/{result['runs']} runs", "figure": result["figure"]}))
         return
     result = study.run_study(FLAGS.workdir, data_dir, cfg, variants, protocols, workers=workers)
     print(result["table"])

@@ -108,6 +108,14 @@ def test_knn_protocol_and_raw_baseline_rows(synthetic_dir, tmp_path):
     assert result["learning_curves"]["mamp"]["epochs"] == [1, 2] and (tmp_path / "learning_curves.png").exists()
     lines = result["table"].splitlines()
     assert lines[0] == "| pretraining | logistic regression | kNN-20 | kNN-1 |"
+    # the report of a finished study is its table; with a run missing, the rest is still reported
+    report = study.report_study(str(tmp_path), synthetic_dir, cfg, ["mamp", "none"], ["knn"])
+    assert report["table"] == result["table"] and report["complete"] == report["runs"] == 3
+    import shutil
+
+    shutil.rmtree(tmp_path / "none" / "seed0" / "knn")
+    partial = study.report_study(str(tmp_path), synthetic_dir, cfg, ["mamp", "none"], ["knn"])
+    assert partial["complete"] == 2 and "| none | – | – | – |" in partial["table"]
     assert lines[-1].startswith(f"| {study.RAW} | {raw['logreg_top1'] * 100:.1f} |")
 
 
