@@ -148,17 +148,10 @@ def run_plan(out: str, study: StudyConfig, variants: Sequence[str], protocols: S
     return plan
 
 
-def _stage_epochs(study: StudyConfig, stage: str) -> float:
-    """Run length in epochs of the training split (the unit of the time estimate)."""
-    if stage == "pretrain":
-        return study.pretrain_epochs
-    if stage == "linear":
-        return study.linear_epochs
-    if stage == "finetune":
-        return study.finetune_epochs
-    if stage == "semi10":                       # steps of 32 clips, in epochs of the full split (~1,000)
-        return study.semi_epochs * max(study.semi_steps_per_epoch, 1) * study.batch_size / 1000.0
-    return 2.0                                   # knn: two embedding passes
+def _stage_epochs(study: StudyConfig, stage: str) -> int:
+    """A run's length in its own epochs (time estimates are per stage, so units never mix)."""
+    return {"pretrain": study.pretrain_epochs, "linear": study.linear_epochs, "finetune": study.finetune_epochs,
+            "semi10": study.semi_epochs}.get(stage, 1)        # knn: one pass of embeddings
 
 
 class Progress:
@@ -175,7 +168,9 @@ class Progress:
         for run in self.plan:
             if (run["variant"], run["seed"], run["stage"]) == (variant, seed, stage):
                 run["done"] = True
-                self.rates.setdefault(stage, []).append(seconds / max(run["epochs"], 1e-9))
+                history = _history(run.get("workdir", ""))
+                rate = _epoch_seconds(history) if history else seconds / max(run["epochs"], 1e-9)
+                self.rates.setdefault(stage, []).append(rate)
         done = sum(r["done"] for r in self.plan)
         self.log(f"[{time.time() - self.t0:6.0f} s] done {stage} {variant} seed {seed} in {seconds:.0f} s "
                  f"({done}/{len(self.plan)} runs{self._eta()})")
@@ -204,7 +199,7 @@ class Progress:
             history = _history(run["workdir"])
             if history:
                 progress[id(run)] = len(history)
-                partial.setdefault(run["stage"], []).append(float(np.mean([h["seconds"] for h in history])))
+                partial.setdefault(run["stage"], []).append(_epoch_seconds(history))
         rates = {k: float(np.mean(self.rates.get(k, []) + partial.get(k, []))) for k in set(partial) | set(self.rates)}
         if not rates:
             return None
@@ -212,6 +207,11 @@ class Progress:
         todo = sum(max(r["epochs"] - progress.get(id(r), 0), 0) * rates.get(r["stage"], fallback)
                    for r in self.plan if not r["done"])
         return todo / self.workers
+
+
+def _epoch_seconds(history: List[dict]) -> float:
+    """Typical seconds per epoch of a history: the median, so a paused or resumed epoch does not count."""
+    return float(np.median([h["seconds"] for h in history]))
 
 
 def _history(workdir: str) -> List[dict]:
