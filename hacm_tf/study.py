@@ -305,7 +305,9 @@ def _protocol_rows(variant: str, seed: int, protocol: str, work: str) -> List[di
 def _write_summary(out: str, data_dir: str, study: StudyConfig, variants: Sequence[str], rows: List[dict],
                    seconds: Optional[float], workers: Optional[int] = None, runs: int = 0,
                    complete: Optional[int] = None) -> dict:
-    figure = write_learning_curve_figure(out, rows, variants, study.seeds, os.path.join(out, "learning_curves.png"))
+    figure = write_learning_curve_figure(out, rows, variants, study.seeds, os.path.join(out, "learning_curves.png"),
+                                         title=f"kNN-20 on the test split during pretraining (mean of {study.seeds} "
+                                               "seeds; band: min to max)")
     summary = {"rows": rows, "table": table(rows, variants), "seconds": seconds, "study": dataclasses.asdict(study),
                "data_dir": data_dir, "workers": workers, "runs": runs,
                "complete": runs if complete is None else complete,
