@@ -162,3 +162,25 @@ def test_linear_probe_check_tells_an_under_trained_probe(synthetic_dir, tmp_path
     assert checks[3]["probe_train_top1"] < checks[3]["logreg_train_top1"] - 0.3          # 39 steps: far below
     assert checks[30]["probe_train_top1"] > checks[30]["logreg_train_top1"] - 0.2        # converged schedule
     assert checks[30]["probe_epochs"] == 30
+
+
+def test_knn_script_raw_baseline_and_errors(synthetic_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def run(*args):
+        return subprocess.run([sys.executable, os.path.join("scripts", "knn.py"), f"--data_dir={synthetic_dir}",
+                               *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+    r = run("--raw", "--window=12", f"--output={tmp_path / 'raw.json'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    printed = json.loads(r.stdout.strip().splitlines()[-1])
+    saved = json.load(open(tmp_path / "raw.json"))
+    assert printed["knn1_top1"] == round(saved["knn1_top1"], 4) and saved["features"] == 2 * 12 * 2 * 25 * 3
+    r = run("--raw")
+    assert r.returncode == 1 and "--raw needs --window" in r.stderr
+    r = run(f"--pretrained={tmp_path / 'nowhere'}")
+    assert r.returncode == 1 and "nowhere" in r.stderr
