@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from hacm_tf.config import DataConfig, ModelConfig, MonitorConfig, ProtocolConfig, TrainConfig
+from hacm_tf.study_records import Progress, learning_curves, write_learning_curve_figure
 
 # variant name -> ModelConfig changes (None: no pretraining, the encoder starts from random weights)
 VARIANTS: Dict[str, Optional[dict]] = {
@@ -131,7 +132,7 @@ def _knn_result(workdir: str) -> Optional[dict]:
     return json.load(open(p)) if os.path.exists(p) else None
 
 
-# ---------------------------------------------------------------------------- run plan and progress
+# ---------------------------------------------------------------------------- run plan
 
 def run_plan(out: str, study: StudyConfig, variants: Sequence[str], protocols: Sequence[str]) -> List[dict]:
     """Every run of the study: {"variant", "seed", "stage", "epochs", "workdir", "done"}, stage being
@@ -152,76 +153,6 @@ def _stage_epochs(study: StudyConfig, stage: str) -> int:
     """A run's length in its own epochs (time estimates are per stage, so units never mix)."""
     return {"pretrain": study.pretrain_epochs, "linear": study.linear_epochs, "finetune": study.finetune_epochs,
             "semi10": study.semi_epochs}.get(stage, 1)        # knn: one pass of embeddings
-
-
-class Progress:
-    """Counts finished runs and estimates the time left from the seconds per epoch measured so far for
-    each stage (finished runs, and the epochs of running ones read from their metrics.json); until a
-    stage has been measured, from pretraining's rate."""
-
-    def __init__(self, plan: List[dict], workers: int, log: Callable):
-        self.plan, self.workers, self.log = plan, workers, log
-        self.t0 = time.time()
-        self.rates: Dict[str, List[float]] = {}
-
-    def finished(self, variant: str, seed: int, stage: str, seconds: float):
-        for run in self.plan:
-            if (run["variant"], run["seed"], run["stage"]) == (variant, seed, stage):
-                run["done"] = True
-                history = _history(run.get("workdir", ""))
-                rate = _epoch_seconds(history) if history else seconds / max(run["epochs"], 1e-9)
-                self.rates.setdefault(stage, []).append(rate)
-        done = sum(r["done"] for r in self.plan)
-        self.log(f"[{time.time() - self.t0:6.0f} s] done {stage} {variant} seed {seed} in {seconds:.0f} s "
-                 f"({done}/{len(self.plan)} runs{self._eta()})")
-
-    def heartbeat(self):
-        """One line on the runs in progress (epochs done, from their metrics.json) and the time left."""
-        running = []
-        for run in self.plan:
-            epochs = len(_history(run["workdir"])) if not run["done"] else 0
-            if epochs:
-                running.append(f"{run['stage']} {run['variant']} seed {run['seed']} {epochs}/{run['epochs']:g}")
-        done = sum(r["done"] for r in self.plan)
-        self.log(f"[{time.time() - self.t0:6.0f} s] {done}/{len(self.plan)} runs done; "
-                 f"in progress: {', '.join(running) or '-'}{self._eta()}")
-
-    def _eta(self) -> str:
-        left = self.seconds_left()
-        return f", about {left / 60:.0f} min left" if left is not None else ""
-
-    def seconds_left(self) -> Optional[float]:
-        partial: Dict[str, List[float]] = {}
-        progress = {}
-        for run in self.plan:
-            if run["done"] or "workdir" not in run:
-                continue
-            history = _history(run["workdir"])
-            if history:
-                progress[id(run)] = len(history)
-                partial.setdefault(run["stage"], []).append(_epoch_seconds(history))
-        rates = {k: float(np.mean(self.rates.get(k, []) + partial.get(k, []))) for k in set(partial) | set(self.rates)}
-        if not rates:
-            return None
-        fallback = rates.get("pretrain", float(np.mean(list(rates.values()))))
-        todo = sum(max(r["epochs"] - progress.get(id(r), 0), 0) * rates.get(r["stage"], fallback)
-                   for r in self.plan if not r["done"])
-        return todo / self.workers
-
-
-def _epoch_seconds(history: List[dict]) -> float:
-    """Typical seconds per epoch of a history: the median, so a paused or resumed epoch does not count."""
-    return float(np.median([h["seconds"] for h in history]))
-
-
-def _history(workdir: str) -> List[dict]:
-    """The per-epoch history a (possibly running) run has written so far."""
-    p = os.path.join(workdir, "metrics.json")
-    try:
-        with open(p) as f:
-            return [h for h in json.load(f).get("history", []) if "seconds" in h]
-    except (OSError, ValueError):
-        return []
 
 
 # ---------------------------------------------------------------------------- the study
@@ -283,20 +214,21 @@ def report_study(out: str, data_dir: str, study: StudyConfig, variants: Sequence
 
 
 def _raw_rows(raw: Optional[dict]) -> List[dict]:
-    if raw is None:
-        return []
-    return [{"variant": RAW, "seed": 0, "protocol": p, "last_top1": raw[k], "best_top1": raw[k]}
-            for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+    return _readout_rows(RAW, 0, raw)
+
+
+def _readout_rows(variant: str, seed: int, result: Optional[dict]) -> List[dict]:
+    """The logreg, knn20 and knn1 rows of a frozen read-out's result (none without a result)."""
+    return [] if result is None else [
+        {"variant": variant, "seed": seed, "protocol": p, "last_top1": result[k], "best_top1": result[k]}
+        for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
 
 
 def _protocol_rows(variant: str, seed: int, protocol: str, work: str) -> List[dict]:
     """The table rows of one complete downstream run (none when it is not complete): the knn protocol
     gives knn20, knn1 and logreg rows."""
     if protocol == "knn":
-        result = _knn_result(work)
-        return [] if result is None else [
-            {"variant": variant, "seed": seed, "protocol": p, "last_top1": result[k], "best_top1": result[k]}
-            for p, k in (("logreg", "logreg_top1"), ("knn20", "knn20_top1"), ("knn1", "knn1_top1"))]
+        return _readout_rows(variant, seed, _knn_result(work))
     final = _final(work)
     return [] if final is None else [{"variant": variant, "seed": seed, "protocol": protocol,
                                       "last_top1": final["last_epoch_top1"], "best_top1": final["best_epoch_top1"]}]
@@ -305,13 +237,14 @@ def _protocol_rows(variant: str, seed: int, protocol: str, work: str) -> List[di
 def _write_summary(out: str, data_dir: str, study: StudyConfig, variants: Sequence[str], rows: List[dict],
                    seconds: Optional[float], workers: Optional[int] = None, runs: int = 0,
                    complete: Optional[int] = None) -> dict:
-    figure = write_learning_curve_figure(out, rows, variants, study.seeds, os.path.join(out, "learning_curves.png"),
-                                         title=f"kNN-20 on the test split during pretraining (mean of {study.seeds} "
-                                               "seeds; band: min to max)")
+    pretrained = [v for v in variants if VARIANTS.get(v) is not None]
+    title = f"kNN-20 on the test split during pretraining (mean of {study.seeds} seeds; band: min to max)"
+    figure = write_learning_curve_figure(out, rows, pretrained, study.seeds, os.path.join(out, "learning_curves.png"),
+                                         ((RAW, "raw coordinates"), ("none", "random encoder")), title=title)
     summary = {"rows": rows, "table": table(rows, variants), "seconds": seconds, "study": dataclasses.asdict(study),
                "data_dir": data_dir, "workers": workers, "runs": runs,
                "complete": runs if complete is None else complete,
-               "learning_curves": learning_curves(out, variants, study.seeds), "figure": figure}
+               "learning_curves": learning_curves(out, pretrained, study.seeds), "figure": figure}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out, "results.md"), "w") as f:
@@ -503,39 +436,3 @@ def table(rows: Sequence[dict], variants: Optional[Sequence[str]] = None) -> str
     return "\n".join(lines)
 
 
-def learning_curves(out: str, variants: Sequence[str], seeds: int, key: str = "eval_knn20_top1") -> dict:
-    """{variant: {"epochs": [E], "values": [S, E]}} from the pretraining monitors' histories (epochs
-    1-based; only epochs every seed has read out)."""
-    curves = {}
-    for variant in variants:
-        if VARIANTS.get(variant) is None:
-            continue
-        per_seed = []
-        for seed in range(seeds):
-            p = os.path.join(out, variant, f"seed{seed}", "pretrain", "metrics.json")
-            if os.path.exists(p):
-                per_seed.append({h["epoch"] + 1: h[key] for h in json.load(open(p))["history"] if key in h})
-        if not per_seed:
-            continue
-        epochs = sorted(set.intersection(*(set(s) for s in per_seed)))
-        if epochs:
-            curves[variant] = {"epochs": epochs, "values": [[s[e] for e in epochs] for s in per_seed]}
-    return curves
-
-
-def write_learning_curve_figure(out: str, rows: Sequence[dict], variants: Sequence[str], seeds: int, path: str,
-                                title: str = "") -> Optional[str]:
-    """kNN-20 against pretraining epoch per variant with the raw-coordinate and random-encoder kNN-20
-    levels (from ``rows``) as horizontal lines; returns ``path`` (None without monitor data)."""
-    from hacm_tf import viz
-
-    curves = learning_curves(out, variants, seeds)
-    if not curves:
-        return None
-    levels = {}
-    for variant, label in ((RAW, "raw coordinates"), ("none", "random encoder")):
-        values = [r["last_top1"] for r in rows if r["variant"] == variant and r["protocol"] == "knn20"]
-        if values:
-            levels[f"{label} (kNN-20)"] = float(np.mean(values))
-    viz.plot_learning_curves(curves, levels, path, title=title)
-    return path
