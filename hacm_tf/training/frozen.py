@@ -102,8 +102,7 @@ def linear_probe_check(linear_run: str, data_dir: str, batch_size: int = 64) -> 
     clf, cfg = load_classifier(linear_run)
     if cfg["stage"] != "linear":
         raise ValueError(f"{linear_run} is a {cfg['stage']!r} run, not a linear probe")
-    data = DataConfig.from_dict(cfg["data"])
-    data = DataConfig.from_dict({**data.to_dict(), "batch_size": batch_size, "semi_ratio": 1.0})
+    data = DataConfig.from_dict({**cfg["data"], "batch_size": batch_size, "semi_ratio": 1.0})
     probe = {f"probe_{split}_top1": evaluate_model(clf, data_dir, data, split=split)["top1"]
              for split in ("train", "test")}
     fn = readout.encoder_embed_fn(clf.encoder)
