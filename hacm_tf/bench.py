@@ -84,14 +84,13 @@ def _pretrain_step(config, batch_size: int, jit_compile: bool = False, seed: int
 
     from hacm_tf.models.pretrainer import MaskedPretrainer
     from hacm_tf.training import optim
+    from hacm_tf.training.engine import PretrainEngine
 
     model = MaskedPretrainer(config.to_dict(), seed=seed)
     model.build()
-    model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables))
+    model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables),
+                  engine=PretrainEngine(micro_batches, jit_compile))
     model.optimizer.build(model.trainable_variables)
-    model.micro_batches = micro_batches
-    if jit_compile:
-        model.enable_xla()
     return model, tf.function(model.train_step), tf.constant(_random_clips(config, batch_size, seed))
 
 

@@ -12,48 +12,25 @@ code's draws reproduce its masks and losses in ``hacm_mode="reference"``).
 
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from hacm_tf.config import ConfigError, ModelConfig
+from hacm_tf.config import ModelConfig
 from hacm_tf.layers.embedding import PositionEmbedding
 from hacm_tf.layers.random import replica_seed
 from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, dense, track_layers
 from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
-from hacm_tf.ops import hyperbolic, losses, masking, patching
+from hacm_tf.ops import hacm, hyperbolic, losses, masking, patching, reference
 from hacm_tf.skeleton import get_layout
-
-REFERENCE_KEEP_FRACTION = 0.1
-REFERENCE_TAU = 0.9
+from hacm_tf.training.engine import PretrainEngine
 
 
-def contrast_spans_parts(cfg: ModelConfig) -> bool:
-    """Whether micro-batching must carry the cross-contrast across parts (HA-CM with cc_weight != 0)."""
-    return cfg.method == "hacm" and cfg.cc_weight != 0.0
-
-
-def check_micro_batching(cfg: ModelConfig, micro_batches: int):
-    """Raises ConfigError if ``micro_batches`` parts cannot give the whole batch's update: HA-CM's
-    batch-wide contrast recomputes the encoder, so both passes must drop the same paths (drop_path 0)."""
-    if micro_batches > 1 and contrast_spans_parts(cfg) and cfg.drop_path > 0:
-        raise ConfigError(f"HA-CM micro-batching recomputes the encoder for the batch-wide cross-contrast and "
-                          f"needs drop_path = 0 in pretraining, got drop_path={cfg.drop_path}")
-
-
-def group_cells(num_patches: int, num_joints: int, parity: int, joint_major: bool) -> np.ndarray:
-    """Canonical cell index (t * V' + v) of each token of a group, in the group's token order.
-
-    parity 0: even temporal patches (temporal group), 1: odd (spatial group).
-    """
-    times = np.arange(parity, num_patches, 2)
-    t, v = np.meshgrid(times, np.arange(num_joints), indexing="ij")       # [T_g, V']
-    cells = t * num_joints + v
-    return (cells.T if joint_major else cells).reshape(-1)
-
+def _time_major(grid: tf.Tensor) -> tf.Tensor:
+    """[B, T_g, V', ...] -> [B, T_g V', ...] (token t' * V' + v)."""
+    s = grid.shape
+    return tf.reshape(grid, [-1, s[1] * s[2], *s[3:]])
 
 @keras.saving.register_keras_serializable("hacm_tf")
 class MaskedPretrainer(keras.Model):
@@ -93,30 +70,23 @@ class MaskedPretrainer(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in
                          ("loss", "loss_rec", "loss_cc", "mask_ratio", "grad_norm")}
-        self.nonfinite_policy = "stop"
-        self.micro_batches = 1
-        self._xla_step = None
+        self.engine = PretrainEngine()
 
     # ------------------------------------------------------------------ construction
 
     def _setup_groups(self):
-        cfg, tp, vp = self.cfg, self.cfg.num_patches, self.num_token_joints
-        self.times_t = list(range(0, tp, 2))
-        self.times_s = list(range(1, tp, 2))
-        self.len_t, self.len_s = len(self.times_t) * vp, len(self.times_s) * vp
-        ref_order = cfg.switch("ref_token_order")
-        cells_t = group_cells(tp, vp, 0, joint_major=ref_order)
-        cells_s = group_cells(tp, vp, 1, joint_major=False)
-        slots = np.concatenate([cells_t, cells_s])                  # group-token order -> canonical cell
-        self.slot_cells = tf.constant(slots, tf.int32)
-        self.cell_slots = tf.constant(np.argsort(slots), tf.int32)  # canonical cell -> slot
+        cfg = self.cfg
+        self.groups = hacm.token_groups(cfg.num_patches, self.num_token_joints, cfg.switch("ref_token_order"))
+        self.times_t, self.times_s = list(self.groups.times_t), list(self.groups.times_s)
+        self.len_t, self.len_s = self.groups.len_t, self.groups.len_s
+        self.slot_cells = tf.constant(self.groups.slot_cells, tf.int32)   # group-token order -> canonical cell
+        self.cell_slots = tf.constant(self.groups.cell_slots, tf.int32)   # canonical cell -> slot
         if cfg.switch("ref_keep_fraction"):
-            self.keep_t = int(REFERENCE_KEEP_FRACTION * self.len_t)
-            self.keep_s = int(REFERENCE_KEEP_FRACTION * self.len_s)
+            self.keep_t, self.keep_s = reference.keep_count(self.len_t), reference.keep_count(self.len_s)
         else:
             self.keep_t = masking.keep_count(self.len_t, cfg.mask_ratio)
             self.keep_s = masking.keep_count(self.len_s, cfg.mask_ratio)
-        self.tau = REFERENCE_TAU if cfg.switch("ref_tau") else cfg.tau
+        self.tau = reference.TAU if cfg.switch("ref_tau") else cfg.tau
 
     def build(self, input_shape=None):
         cfg = self.cfg
@@ -228,51 +198,18 @@ class MaskedPretrainer(keras.Model):
         """Embedding, both criteria, masking and the encoder: [B, T, V, 3] -> (latent [B, k_t + k_s, D],
         res_t, res_s); intermediates go into ``out``."""
         cfg = self.cfg
-        b = tf.shape(x)[0]
-        vp, d = self.num_token_joints, cfg.dim
-        ref_order = cfg.switch("ref_token_order")
+        joint_major = cfg.switch("ref_token_order")
+        flatten = reference.joint_major if joint_major else _time_major
         e = self.encoder.embed(x)                                         # [B, T', V', D]
         mc = self.encoder.position(e)                                     # [B, T', V', D]
         h = self.encoder.to_manifold(mc)                                  # [B, T', V', D]
         h_t, h_s = tf.gather(h, self.times_t, axis=1), tf.gather(h, self.times_s, axis=1)
-        n_t, n_s = len(self.times_t), len(self.times_s)
-        if ref_order:   # temporal tokens joint-major (v * T_t + t')
-            tokens_t = tf.reshape(tf.transpose(h_t, [0, 2, 1, 3]), [b, self.len_t, d])
-        else:
-            tokens_t = tf.reshape(h_t, [b, self.len_t, d])
-        tokens_s = tf.reshape(h_s, [b, self.len_s, d])                   # time-major (t' * V' + v)
-
-        # temporal criterion on the Euclidean embeddings of the even patches
-        if cfg.temporal_criterion:
-            mc_t = tf.stop_gradient(tf.gather(mc, self.times_t, axis=1))  # [B, T_t, V', D]
-            q, k = self.l1(mc_t), self.l2(mc_t)
-            logits = tf.einsum("btvd,buvd->bvtu", q, k)                    # [B, V', T_t, T_t]
-            if cfg.switch("ref_attention"):
-                attn = tf.nn.softmax(logits * math.sqrt(d), axis=1)       # over joints, times sqrt(d)
-            else:
-                attn = tf.nn.softmax(logits / math.sqrt(d), axis=-1)      # over key times
-            score_t = tf.reduce_sum(attn, axis=2)                         # [B, V', T_t(u)]
-            out.update(q_l1=q, k_l2=k, crit_t_matrix=attn)
-        else:
-            score_t = tf.zeros([b, vp, n_t])
-        score_t = tf.reshape(score_t if ref_order else tf.transpose(score_t, [0, 2, 1]), [b, self.len_t])
-
-        # spatial criterion: hyperbolic distances between joints of each odd patch, plus the hub ("father") term
-        if cfg.spatial_criterion:
-            p = tf.stop_gradient(h_s)                                     # [B, T_s, V', D]
-            hubs = self.encoder.to_manifold(self.encoder.embed(x, self.layout.hub_joints))
-            father = tf.reduce_mean(tf.stop_gradient(tf.gather(hubs, self.times_s, axis=1)), axis=2,
-                                    keepdims=True)                          # [B, T_s, 1, D]
-            dist = self._distance(p[:, :, :, None], p[:, :, None, :])     # [B, T_s, V'(v), V'(u)]
-            dist_f = self._distance(father, p)                            # [B, T_s, V'(u)]
-            score_s = tf.reduce_sum(dist, axis=2) + cfg.father_weight * dist_f   # [B, T_s, V'(u)]
-            out.update(father=father, dist_s=dist, dist_f=dist_f)
-        else:
-            score_s = tf.zeros([b, n_s, vp])
-        score_s = tf.reshape(tf.transpose(score_s, [0, 2, 1]) if ref_order else score_s, [b, self.len_s])
-
-        res_t = masking.gumbel_topk(score_t, noise[0], self.keep_t, self.tau, cfg.keep_high_scores)
-        res_s = masking.gumbel_topk(score_s, noise[1], self.keep_s, self.tau, cfg.keep_high_scores)
+        tokens_t = flatten(h_t)                                           # [B, L_t, D]
+        tokens_s = _time_major(h_s)                                       # [B, L_s, D] (also in the reference)
+        score_t = flatten(self._temporal_scores(mc, out))                 # [B, L_t]
+        score_s = flatten(self._spatial_scores(x, h_s, out))              # [B, L_s]
+        res_t, res_s = hacm.mask_groups(score_t, score_s, noise[0], noise[1], self.keep_t, self.keep_s, self.tau,
+                                        cfg.keep_high_scores)
         vis_t = masking.gather_tokens(tokens_t, res_t.ids_keep)
         vis_s = masking.gather_tokens(tokens_s, res_s.ids_keep)
         latent = self.encoder.encode(tf.concat([vis_t, vis_s], axis=1), training=training)
@@ -280,15 +217,40 @@ class MaskedPretrainer(keras.Model):
                    score_raw_s=score_s)
         return latent, res_t, res_s
 
+    def _temporal_scores(self, mc, out):
+        """Temporal criterion on the Euclidean embeddings [B, T', V', D] of the even patches -> [B, T_t, V']."""
+        if not self.cfg.temporal_criterion:
+            return tf.zeros([tf.shape(mc)[0], len(self.times_t), self.num_token_joints])
+        mc_t = tf.stop_gradient(tf.gather(mc, self.times_t, axis=1))    # [B, T_t, V', D]
+        q, k = self.l1(mc_t), self.l2(mc_t)
+        attend = reference.temporal_attention if self.cfg.switch("ref_attention") else hacm.temporal_attention
+        attention = attend(q, k)
+        out.update(q_l1=q, k_l2=k, crit_t_matrix=attention)
+        return hacm.temporal_scores(attention)
+
+    def _spatial_scores(self, x, h_s, out):
+        """Spatial criterion: joints [B, T_s, V', D] of the odd patches on the manifold -> [B, T_s, V']."""
+        if not self.cfg.spatial_criterion:
+            return tf.zeros([tf.shape(x)[0], len(self.times_s), self.num_token_joints])
+        hubs = self.encoder.to_manifold(self.encoder.embed(x, self.layout.hub_joints))
+        father = tf.reduce_mean(tf.stop_gradient(tf.gather(hubs, self.times_s, axis=1)), axis=2,
+                                keepdims=True)                              # [B, T_s, 1, D]
+        out.update(father=father)
+        return hacm.spatial_scores(tf.stop_gradient(h_s), father, self.cfg.father_weight, self._distance)
+
+    def contrast_features(self, x, noise, training=True):
+        """Pooled group features [3, B, D] of the cross-contrast: x [N, T, M, V, 3], noise as compute_losses."""
+        return self._pool(self._hacm_encode(fold_persons(x), noise, training, {})[0])
+
     def _pool(self, latent):
         """HA-CM latent [B, k_t + k_s, D] -> pooled group features [3, B, D] for the cross-contrast."""
         return losses.pool_groups(latent[:, :self.keep_t], latent[:, self.keep_t:],
                                   normalize=not self.cfg.switch("ref_cross_contrast"))
 
-    def _contrast(self, pooled):
-        """Cross-contrast of pooled features [3, B, D] -> (loss, terms [3]); the reference uses temperature 1."""
-        temperature = 1.0 if self.cfg.switch("ref_cross_contrast") else self.cfg.cc_temperature
-        return losses.pooled_contrast(pooled, temperature)
+    def contrast(self, pooled):
+        """Cross-contrast of pooled features [3, B, D] -> (loss, terms [3])."""
+        ref = self.cfg.switch("ref_cross_contrast")
+        return losses.pooled_contrast(pooled, reference.CONTRAST_TEMPERATURE if ref else self.cfg.cc_temperature)
 
     def _hacm(self, x, noise, training):
         cfg = self.cfg
@@ -297,61 +259,51 @@ class MaskedPretrainer(keras.Model):
         tp, vp = cfg.num_patches, self.num_token_joints
         latent, res_t, res_s = self._hacm_encode(x, noise, training, out)
         pooled = self._pool(latent)
-        loss_cc, cc_terms = self._contrast(pooled)
+        loss_cc, cc_terms = self.contrast(pooled)
 
         # decoder input: visible tokens back in their slots, mask tokens elsewhere
         y = self.decoder_embed(latent)                                    # [B, k_t + k_s, Dd]
-        total = self.len_t + self.len_s
-        if cfg.switch("ref_unshuffle"):
-            seq = tf.concat([y, self._mask_tokens(b, total - self.keep_t - self.keep_s)], axis=1)
-            ids = tf.concat([res_t.ids_restore, res_s.ids_restore + self.len_t], axis=1)
-            slots = tf.gather(seq, ids, batch_dims=1)                     # [B, L, Dd], relabelled grid
-            grid = self._grid(slots)
+        relabelled = cfg.switch("ref_unshuffle")
+        if relabelled:
+            grid = self._grid(reference.restore_relabelled(y, self.mask_token, res_t, res_s))
         else:
-            grp_t = tf.concat([y[:, :self.keep_t], self._mask_tokens(b, self.len_t - self.keep_t)], axis=1)
-            grp_s = tf.concat([y[:, self.keep_t:], self._mask_tokens(b, self.len_s - self.keep_s)], axis=1)
-            slots = tf.concat([tf.gather(grp_t, res_t.ids_restore, batch_dims=1),
-                               tf.gather(grp_s, res_s.ids_restore, batch_dims=1)], axis=1)
-            grid = self._grid(tf.gather(slots, self.cell_slots, axis=1))  # scatter to true (t, v) cells
+            grid = self._grid(hacm.restore_groups(y, self.mask_token, res_t, res_s, self.keep_t, self.cell_slots))
         pred = self._decode(grid, training, out)                          # [B, L, P] in grid order
 
         # target: motion of the token joints through the exponential map, patchified
-        kept = self.encoder.select_joints(x)
-        mot = patching.motion(kept, cfg.motion_stride)
+        mot = patching.motion(self.encoder.select_joints(x), cfg.motion_stride)
         mot_h = self.encoder.to_manifold(mot)
         tgt = patching.patchify(mot_h, cfg.t_patch)                       # [B, T', V', P]
         mask_slots = tf.concat([res_t.mask, res_s.mask], axis=1)          # group-token order
-        if cfg.switch("ref_unshuffle"):
-            mask = mask_slots                                             # pred is in slot order
-        else:
-            mask = tf.gather(mask_slots, self.cell_slots, axis=1)         # canonical order
+        canonical_mask = tf.gather(mask_slots, self.cell_slots, axis=1)
+        mask = mask_slots if relabelled else canonical_mask               # the order of pred
         if cfg.switch("ref_target_order"):
-            target = tf.concat([tf.reshape(tf.gather(tgt, self.times_t, axis=1), [b, self.len_t, -1]),
-                                tf.reshape(tf.gather(tgt, self.times_s, axis=1), [b, self.len_s, -1])], axis=1)
+            target = reference.target_by_group(tgt, self.times_t, self.times_s)
         else:
-            canonical = tf.reshape(tgt, [b, total, self.patch_values])
-            target = tf.gather(canonical, self.slot_cells, axis=1) if cfg.switch("ref_unshuffle") else canonical
+            target = _time_major(tgt)
+            if relabelled:
+                target = tf.gather(target, self.slot_cells, axis=1)
         target_raw = target
         if cfg.norm_target or cfg.hacm_mode == "reference":
             target = patching.normalize_patches(target)
         loss_rec, per_token = losses.masked_mse(pred, target, mask)
-        loss = loss_rec + cfg.cc_weight * loss_cc
-        mask_grid = tf.reshape(tf.gather(mask_slots, self.cell_slots, axis=1), [b, tp, vp])
-        out.update(loss=loss, mask_grid=mask_grid, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms, mask=mask,
-                   pred=pred, target=target, target_raw=target_raw, pooled=pooled,
-                   visible=tf.cast(self.keep_t + self.keep_s, tf.float32), mask_t=res_t.mask, mask_s=res_s.mask,
-                   ids_keep_t=res_t.ids_keep,
-                   ids_keep_s=res_s.ids_keep, ids_restore_t=res_t.ids_restore, ids_restore_s=res_s.ids_restore,
-                   gumbel_z_t=res_t.z, gumbel_z_s=res_s.z, latent=latent, dec_embed_out=y, motion=mot,
-                   motion_h=mot_h, loss_per_token=per_token,
+        out.update(loss=loss_rec + cfg.cc_weight * loss_cc, loss_rec=loss_rec, loss_cc=loss_cc, cc_terms=cc_terms,
+                   mask=mask, mask_grid=tf.reshape(canonical_mask, [b, tp, vp]), pred=pred, target=target,
+                   target_raw=target_raw, pooled=pooled, visible=tf.cast(self.keep_t + self.keep_s, tf.float32),
+                   mask_t=res_t.mask, mask_s=res_s.mask, ids_keep_t=res_t.ids_keep, ids_keep_s=res_s.ids_keep,
+                   ids_restore_t=res_t.ids_restore, ids_restore_s=res_s.ids_restore, gumbel_z_t=res_t.z,
+                   gumbel_z_s=res_s.z, latent=latent, dec_embed_out=y, motion=mot, motion_h=mot_h,
+                   loss_per_token=per_token,
                    ids_restore=tf.concat([res_t.ids_restore, res_s.ids_restore + self.len_t], axis=1))
         return out
 
     def _distance(self, u, v):
         cfg = self.cfg
-        if cfg.hyperbolic:
-            return hyperbolic.distance(u, v, cfg.curvature, reference=cfg.switch("ref_distance"))
-        return tf.norm(u - v, axis=-1)
+        if not cfg.hyperbolic:
+            return tf.norm(u - v, axis=-1)
+        if cfg.switch("ref_distance"):
+            return reference.distance(u, v, cfg.curvature)
+        return hyperbolic.distance(u, v, cfg.curvature)
 
     def call(self, x, training=False):
         """Encoder features of all tokens: [N, T, M, V, 3] -> [N * M, L, D]."""
@@ -363,84 +315,6 @@ class MaskedPretrainer(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def _loss_and_grads(self, x, noise):
-        """Losses and gradients of a batch, in ``micro_batches`` parts run one after the other (a
-        while loop) whose gradients and scalar losses are averaged. Every part has the same number
-        of clips and of masked tokens per clip, so the reconstruction term splits over parts. HA-CM's
-        in-batch cross-contrast compares every clip with every clip of the batch: a first pass (part by
-        part, no tape) computes the pooled group features of all clips, the contrast of the whole batch
-        and its gradient G with respect to them; each part's backward pass then adds G . pooled, whose
-        parameter gradient is that part's share of the contrast's. The result is the full batch's update
-        for one more encoder forward pass (the encoder sees only the visible tokens)."""
-        k = self.micro_batches
-        if k == 1:
-            return self._part_loss_and_grads(x, noise)
-        n = tf.shape(x)[0]
-        tf.debugging.assert_equal(n % k, 0, message=f"batch is not divisible by micro_batches={k}")
-        xs = tf.reshape(x, tf.concat([[k, n // k], tf.shape(x)[1:]], axis=0))
-        ns = [tf.reshape(z, [k, -1, z.shape[-1]]) for z in noise]     # rows n * M + m: clips stay whole
-        check_micro_batching(self.cfg, k)
-        cc_grads = None
-        if contrast_spans_parts(self.cfg):
-            cc, cc_grads = self._batch_contrast(xs, ns)
-
-        def scalars(out):
-            return [out["loss"], out["loss_rec"], out["loss_cc"], tf.reduce_mean(out["mask"])]
-
-        variables = self.trainable_variables
-        live = []   # which variables get gradients (the l1 / l2 projections get none), found when tracing
-
-        def body(i, grads, stats):
-            pooled_grads = None if cc_grads is None else cc_grads[i] * float(k)   # the loop divides by k
-            out, g = self._part_loss_and_grads(xs[i], [z[i] for z in ns], pooled_grads)
-            live[:] = [j for j, gj in enumerate(g) if gj is not None]
-            return i + 1, [a if gj is None else a + gj for a, gj in zip(grads, g)], \
-                [a + b for a, b in zip(stats, scalars(out))]
-
-        # every part inside one loop, one iteration at a time (parallel_iterations=1: otherwise the next
-        # part's forward pass, which needs only i, overlaps this part's backward pass and its memory)
-        _, grads, stats = tf.while_loop(lambda i, *_: i < k, body,
-                                        (tf.constant(0), [tf.zeros_like(v) for v in variables],
-                                         [tf.zeros([], tf.float32)] * 4), parallel_iterations=1)
-        full = [None] * len(variables)
-        for j in live:
-            full[j] = grads[j] / k
-        loss, rec, loss_cc, mask = [v / k for v in stats]
-        if cc_grads is not None:   # the whole batch's contrast, not the parts' mean
-            loss_cc = cc
-            loss = rec + self.cfg.cc_weight * cc
-        return {"loss": loss, "loss_rec": rec, "loss_cc": loss_cc, "mask": mask}, full
-
-    def _batch_contrast(self, xs, ns):
-        """Cross-contrast of a batch given as parts xs [K, N/K, T, M, V, 3] and noise [K, B/K, L_g]:
-        (loss, gradient with respect to each part's pooled features [K, 3, B/K, D])."""
-        def features(args):
-            return self._pool(self._hacm_encode(fold_persons(args[0]), list(args[1:]), True, {})[0])
-
-        pooled = tf.map_fn(features, (xs, *ns), fn_output_signature=tf.float32, parallel_iterations=1)
-        parts = tf.shape(pooled)                                           # [K, 3, B/K, D]
-        whole = tf.reshape(tf.transpose(pooled, [1, 0, 2, 3]), [3, -1, pooled.shape[-1]])   # clips in batch order
-        with tf.GradientTape() as tape:
-            tape.watch(whole)
-            cc, _ = self._contrast(whole)
-        grads = tape.gradient(cc, whole)
-        grads = tf.transpose(tf.reshape(grads, [3, parts[0], parts[2], pooled.shape[-1]]), [1, 0, 2, 3])
-        return cc, grads
-
-    def _part_loss_and_grads(self, x, noise, pooled_grads=None):
-        """Loss dict and gradients of one part. With ``pooled_grads`` [3, B, D] (HA-CM micro-batching) the
-        objective is loss_rec + cc_weight * sum(pooled_grads * pooled) instead of the part's own contrast."""
-        n_rep = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            out = self.compute_losses(x, noise, training=True)
-            objective = out["loss"]
-            if pooled_grads is not None:
-                objective = out["loss_rec"] + self.cfg.cc_weight * tf.reduce_sum(
-                    tf.stop_gradient(pooled_grads) * out["pooled"])
-            scaled = objective / tf.cast(n_rep, tf.float32)   # gradients are summed over replicas
-        grads = tape.gradient(scaled, self.trainable_variables)
-        return out, grads
-
     def _unpack(self, data):
         """data: x, (x, y) or (x, y, noise) with noise tensors [N, M, L_g] (explicit masking noise)."""
         if not isinstance(data, (tuple, list)):
@@ -450,23 +324,17 @@ class MaskedPretrainer(keras.Model):
             return x, None
         return x, [tf.reshape(n, [-1, n.shape[-1]]) for n in data[2]]
 
+    def compile(self, optimizer="adam", engine: Optional[PretrainEngine] = None, **kwargs):
+        """Keras compile plus the ``engine`` that computes the training step (PretrainEngine() by default:
+        one part, no XLA, stop on a non-finite loss)."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.engine = engine or PretrainEngine()
+
     def train_step(self, data):
         x, noise = self._unpack(data)
         if noise is None:
             noise = self.sample_noise(tf.shape(x)[0] * tf.shape(x)[2])
-        if self._xla_step is not None:
-            out, grads = self._xla_step(x, noise)
-        else:
-            out, grads = self._loss_and_grads(x, noise)
-        pairs = [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None]
-        grad_norm = tf.linalg.global_norm([g for g, _ in pairs])
-        finite = tf.math.is_finite(out["loss"]) & tf.math.is_finite(grad_norm)
-        grads = [g for g, _ in pairs]
-        if self.nonfinite_policy == "skip":   # zero gradients for a non-finite step (moments still decay)
-            grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-        else:
-            tf.debugging.Assert(finite, ["non-finite loss or gradient", out["loss"], grad_norm])
-        self.optimizer.apply(grads, [v for _, v in pairs])
+        out, grad_norm = self.engine.train_step(self, x, noise)
         self._update_trackers(out, grad_norm)
         return {k: tf.reshape(m.result(), [1]) for k, m in self.trackers.items()}   # rank 1 for MWMS
 
@@ -482,10 +350,6 @@ class MaskedPretrainer(keras.Model):
         self.trackers["loss_cc"].update_state(out["loss_cc"])
         self.trackers["mask_ratio"].update_state(tf.reduce_mean(out["mask"]))
         self.trackers["grad_norm"].update_state(grad_norm)
-
-    def enable_xla(self, enabled: bool = True):
-        """Compiles loss + gradients with XLA inside train_step (works under MirroredStrategy)."""
-        self._xla_step = tf.function(self._loss_and_grads, jit_compile=True) if enabled else None
 
     def get_config(self):
         return {"config": self.config, "seed": self.seed}

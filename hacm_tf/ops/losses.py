@@ -40,14 +40,3 @@ def pooled_contrast(pooled: tf.Tensor, temperature: float = 1.0):
                       identity_mse(tf.matmul(a, g, transpose_b=True) / temperature),
                       identity_mse(tf.matmul(a, b, transpose_b=True) / temperature)])
     return tf.reduce_sum(terms), terms
-
-
-def cross_contrast(first: tf.Tensor, second: tf.Tensor, normalize: bool = False, temperature: float = 1.0):
-    """Cross-contrast between the two groups' pooled encoder features.
-
-    first: [B, k1, D] (temporal-group tokens), second: [B, k2, D] (spatial group).
-    a, b, g = mean of first, second, all; loss = sum of identity_mse over
-    (b g^T, a g^T, a b^T). The reference uses raw features and temperature 1;
-    ``normalize`` L2-normalises a, b, g first. Returns (loss, terms [3]).
-    """
-    return pooled_contrast(pool_groups(first, second, normalize), temperature)

@@ -13,7 +13,8 @@ from absl import logging
 
 from hacm_tf.config import ConfigError, DataConfig, ModelConfig, MonitorConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
-from hacm_tf.models.pretrainer import MaskedPretrainer, check_micro_batching
+from hacm_tf.models.pretrainer import MaskedPretrainer
+from hacm_tf.training.engine import PretrainEngine, check_micro_batching
 from hacm_tf.skeleton import get_layout
 from hacm_tf.training import optim
 from hacm_tf.training.run import Run, check_workdir_config
@@ -76,19 +77,17 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
     with strategy.scope():
         model = MaskedPretrainer(model_config.to_dict(), seed=seed)
         model.build()
-        model.nonfinite_policy = train_config.nonfinite
-        model.micro_batches = train_config.micro_batches
         schedule = optim.WarmupCosine(train_config.lr, train_config.min_lr, train_config.warmup_epochs,
                                       train_config.epochs, spe)
         opt = optim.adamw(schedule, model.trainable_variables, train_config.weight_decay,
                           train_config.beta_1, train_config.beta_2)
-        model.compile(optimizer=opt)
+        model.compile(optimizer=opt, engine=PretrainEngine(train_config.micro_batches, train_config.jit_compile,
+                                                           train_config.nonfinite))
         opt.build(model.trainable_variables)
-        if train_config.jit_compile:
-            model.enable_xla()
-            if model_config.precision == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
-                logging.warning("XLA on CPU runs bfloat16 matmuls without oneDNN: measured 1.9x slower than without "
-                                "XLA at the paper's HA-CM size; pass --nojit_compile with --precision=mixed_bfloat16")
+        if (train_config.jit_compile and model_config.precision == "mixed_bfloat16"
+                and not tf.config.list_physical_devices("GPU")):
+            logging.warning("XLA on CPU runs bfloat16 matmuls without oneDNN: measured 1.9x slower than without "
+                            "XLA at the paper's HA-CM size; pass --nojit_compile with --precision=mixed_bfloat16")
     logging.info("pretraining %s (%s): %d parameters, global batch %d (%d replicas), %d steps/epoch, lr %.2e",
                  model_config.method, model_config.hacm_mode if model_config.method == "hacm" else "-",
                  model.count_params(), data_config.batch_size, strategy.num_replicas_in_sync, spe, train_config.lr)

@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from hacm_tf.data.tfrecord import atomic_write_text
+from hacm_tf.training.engine import NONFINITE_MESSAGE
 from hacm_tf.training.strategy import is_chief, task_info
 from hacm_tf.utils import progress_bar
 
@@ -182,7 +183,7 @@ class Run:
                 try:
                     train_step(iterator)
                 except tf.errors.InvalidArgumentError as e:
-                    if "non-finite" in str(e):
+                    if NONFINITE_MESSAGE in str(e):
                         raise TrainingError(
                             f"non-finite loss or gradient at step {int(self.step.numpy()) + 1}; the last "
                             f"checkpoint is {self.manager.latest_checkpoint} (rerun with --nonfinite=skip "

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from hacm_tf.layers.transformer import TransformerBlock, gelu_erf
+from hacm_tf.training.engine import PretrainEngine
 
 ERF = np.vectorize(math.erf)
 
@@ -113,14 +114,18 @@ def test_micro_batches_give_the_full_batch_update(method, mode, jit):
                       depth=1, heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2, cc_weight=0.7).validate()
     model, _, x = bench._pretrain_step(cfg, 4)
     noise = model.sample_noise(8)
-    full_out, full_grads = tf.function(model._loss_and_grads, jit_compile=jit)(x, noise)
+
+    def loss_and_grads(parts):
+        engine = PretrainEngine(micro_batches=parts)
+        return tf.function(lambda a, b: engine.loss_and_grads(model, a, b), jit_compile=jit)(x, noise)
+
+    full_out, full_grads = loss_and_grads(1)
     if method == "hacm":   # the contrast is on and contributes to the gradients
         assert full_out["loss_cc"].numpy() > 0
-        _, rec_grads = model._part_loss_and_grads(x, noise, tf.zeros([3, 8, 16]))
+        _, rec_grads = PretrainEngine.part_loss_and_grads(model, x, noise, tf.zeros([3, 8, 16]))
         assert not all(np.allclose(a, b) for a, b in zip(rec_grads, full_grads) if a is not None)
     for parts in (2, 4):
-        model.micro_batches = parts
-        out, grads = tf.function(model._loss_and_grads, jit_compile=jit)(x, noise)
+        out, grads = loss_and_grads(parts)
         for key in ("loss", "loss_rec", "loss_cc"):
             np.testing.assert_allclose(out[key].numpy(), full_out[key].numpy(), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(out["mask"].numpy(), np.mean(full_out["mask"].numpy()), rtol=1e-6)
@@ -128,7 +133,6 @@ def test_micro_batches_give_the_full_batch_update(method, mode, jit):
         for a, b in zip(grads, full_grads):
             if a is not None:
                 np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
-    model.micro_batches = 1
 
 
 def test_hacm_micro_batches_refuse_encoder_drop_path():
@@ -138,6 +142,5 @@ def test_hacm_micro_batches_refuse_encoder_drop_path():
     cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=2, decoder_dim=16,
                       decoder_depth=1, decoder_heads=2, drop_path=0.1).validate()
     model, _, x = bench._pretrain_step(cfg, 4)
-    model.micro_batches = 2
     with pytest.raises(ValueError, match="drop_path"):
-        model._loss_and_grads(x, model.sample_noise(8))
+        PretrainEngine(micro_batches=2).loss_and_grads(model, x, model.sample_noise(8))

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from hacm_tf.config import ConfigError, ModelConfig
 from hacm_tf.models.pretrainer import MaskedPretrainer
+from hacm_tf.training.engine import PretrainEngine
 from tests.models import np_reference
 
 TINY = dict(window=24, dim=32, depth=2, heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4)
@@ -136,5 +137,5 @@ def test_mixed_bfloat16_pretrainer_reads_float32_checkpoints_and_agrees_to_round
     assert b["pred"].dtype == tf.float32 and not np.array_equal(b["pred"].numpy(), a["pred"].numpy())
     for key in ("loss_rec", "loss_cc", "loss"):
         assert float(b[key]) == pytest.approx(float(a[key]), rel=0.02, abs=1e-6), key
-    out, grads = mixed._loss_and_grads(tf.constant(x), nz)
+    out, grads = PretrainEngine().loss_and_grads(mixed, tf.constant(x), nz)
     assert np.isfinite(float(out["loss"])) and all(np.isfinite(g.numpy()).all() for g in grads if g is not None)

@@ -78,6 +78,6 @@ def test_cross_contrast_probe(run):
 
     ref, _, _ = run
     lat = ref["latent"] * float(ref["ccprobe_latent_scale"])
-    loss, _ = losses.cross_contrast(lat[:, :21], lat[:, 21:])
+    loss, _ = losses.pooled_contrast(losses.pool_groups(lat[:, :21], lat[:, 21:]))
     assert float(loss) == pytest.approx(float(ref["ccprobe_loss_cc"]), rel=1e-5)
     assert float(loss) > 0.01

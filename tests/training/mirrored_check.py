@@ -12,6 +12,7 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 
 from hacm_tf.config import ModelConfig  # noqa: E402
 from hacm_tf.models.pretrainer import MaskedPretrainer  # noqa: E402
+from hacm_tf.training.engine import PretrainEngine  # noqa: E402
 
 method = sys.argv[1]
 xla = len(sys.argv) > 2 and sys.argv[2] == "xla"
@@ -30,10 +31,8 @@ def step(strategy):
         m = MaskedPretrainer(cfg.to_dict(), seed=0)
         m.build()
         opt = keras.optimizers.SGD(0.1)   # linear in the gradient: compares the summed gradients directly
-        m.compile(optimizer=opt)
+        m.compile(optimizer=opt, engine=PretrainEngine(jit_compile=xla))
         opt.build(m.trainable_variables)
-        if xla:
-            m.enable_xla()
     noise = tuple(np.random.RandomState(1).uniform(size=(4, 2, s[1])).astype(np.float32) for s in m.noise_shapes(8))
     init = [v.numpy() for v in m.trainable_variables]
     ds = tf.data.Dataset.from_tensors((x, y, noise))

@@ -12,6 +12,7 @@ from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
 from hacm_tf.models.pretrainer import MaskedPretrainer
 from hacm_tf.training import optim, run
 from hacm_tf.training.pretrain import pretrain
+from hacm_tf.training.engine import PretrainEngine
 from tests.conftest import REPO
 
 TINY = dict(window=24, dim=32, depth=2, heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4)
@@ -115,8 +116,7 @@ def test_nonfinite_loss_stops_or_is_skipped():
     for policy in ("stop", "skip"):
         m = MaskedPretrainer(model_config("mae").validate().to_dict(), seed=0)
         m.build()
-        m.compile(optimizer=optim.adamw(1e-3, m.trainable_variables))
-        m.nonfinite_policy = policy
+        m.compile(optimizer=optim.adamw(1e-3, m.trainable_variables), engine=PretrainEngine(nonfinite=policy))
         if policy == "stop":
             with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
                 m.train_step((tf.constant(x), tf.zeros([2], tf.int64)))

@@ -1,0 +1,125 @@
+"""HA-CM's masking maths as pure functions: the two criteria, the token groups and their restore.
+
+HA-CM splits the T' x V' token grid of a clip by temporal patch: the even patches form the
+temporal group (L_t tokens), the odd ones the spatial group (L_s tokens). Each group is masked by
+Gumbel top-k on its own criterion (``ops.masking.gumbel_topk``):
+
+- temporal: how much attention each token receives from the other even patches of its joint;
+- spatial: how far (Poincare distance) each joint lies from the other joints of its patch and from
+  the hub ("father") joints, so that joints low in the skeleton's hierarchy are kept.
+
+Token order inside a group is time-major (t' * V' + v). The functions take explicit inputs only
+(no variables, no random draws), so each can be checked against a numpy formula.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from hacm_tf.ops import masking
+
+
+def group_cells(num_patches: int, num_joints: int, parity: int, joint_major: bool = False) -> np.ndarray:
+    """Canonical cell index (t * V' + v) of each token of a group, in the group's token order.
+
+    parity 0: even temporal patches (temporal group), 1: odd (spatial group); ``joint_major``
+    orders the group's tokens v * T_g + t' instead of t' * V' + v.
+    """
+    times = np.arange(parity, num_patches, 2)
+    t, v = np.meshgrid(times, np.arange(num_joints), indexing="ij")       # [T_g, V']
+    cells = t * num_joints + v
+    return (cells.T if joint_major else cells).reshape(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenGroups:
+    """Where the tokens of HA-CM's two groups sit on the T' x V' grid.
+
+    Attributes:
+      times_t, times_s: temporal patches of the temporal (even) and spatial (odd) group.
+      len_t, len_s: tokens per group (L_t = |times_t| V', L_s = |times_s| V').
+      slot_cells: [L_t + L_s] canonical cell of each slot (temporal group's tokens, then spatial's).
+      cell_slots: [T' V'] slot of each canonical cell (the inverse permutation).
+    """
+
+    times_t: tuple
+    times_s: tuple
+    len_t: int
+    len_s: int
+    slot_cells: np.ndarray
+    cell_slots: np.ndarray
+
+
+def token_groups(num_patches: int, num_joints: int, temporal_joint_major: bool = False) -> TokenGroups:
+    """The two groups of a T' x V' grid (``temporal_joint_major``: the temporal group's tokens ordered
+    joint-major, as the official code does)."""
+    times_t, times_s = tuple(range(0, num_patches, 2)), tuple(range(1, num_patches, 2))
+    slots = np.concatenate([group_cells(num_patches, num_joints, 0, temporal_joint_major),
+                            group_cells(num_patches, num_joints, 1)])
+    return TokenGroups(times_t, times_s, len(times_t) * num_joints, len(times_s) * num_joints,
+                       slots, np.argsort(slots))
+
+
+def temporal_attention(q: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """Attention between the even patches of each joint: q, k [B, T_t, V', D] -> [B, V', T_t(query), T_t(key)],
+    softmax over key times of q.k / sqrt(D)."""
+    logits = tf.einsum("btvd,buvd->bvtu", q, k)
+    return tf.nn.softmax(logits / math.sqrt(q.shape[-1]), axis=-1)
+
+
+def temporal_scores(attention: tf.Tensor) -> tf.Tensor:
+    """Attention received by each key token: [B, V', T_t, T_t] -> [B, T_t, V'] (time-major grid)."""
+    return tf.transpose(tf.reduce_sum(attention, axis=2), [0, 2, 1])
+
+
+def spatial_scores(points: tf.Tensor, father: tf.Tensor, father_weight: float,
+                   distance: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """Spatial-hierarchy score of each joint of each odd patch.
+
+    Args:
+      points: [B, T_s, V', D] joint embeddings on the manifold.
+      father: [B, T_s, 1, D] mean of the hub joints' embeddings.
+      distance: (u, v) -> distances over the last axis (Poincare or Euclidean).
+    Returns:
+      [B, T_s, V'] = sum over joints v of d(p_v, p_u) + father_weight * d(father, p_u).
+    """
+    pairwise = distance(points[:, :, :, None], points[:, :, None, :])   # [B, T_s, V'(v), V'(u)]
+    return tf.reduce_sum(pairwise, axis=2) + father_weight * distance(father, points)
+
+
+def mask_groups(score_t: tf.Tensor, score_s: tf.Tensor, noise_t: tf.Tensor, noise_s: tf.Tensor,
+                keep_t: int, keep_s: int, tau: float, keep_high: bool = True):
+    """Gumbel top-k of each group: scores and uniform noise [B, L_t], [B, L_s] -> (MaskResult t, s)."""
+    return (masking.gumbel_topk(score_t, noise_t, keep_t, tau, keep_high),
+            masking.gumbel_topk(score_s, noise_s, keep_s, tau, keep_high))
+
+
+def restore_groups(visible: tf.Tensor, mask_token: tf.Tensor, res_t, res_s, keep_t: int,
+                   cell_slots: tf.Tensor) -> tf.Tensor:
+    """Decoder input on the canonical grid: each group's visible tokens back in their slots, the mask
+    token elsewhere.
+
+    Args:
+      visible: [B, k_t + k_s, Dd] decoded-width visible tokens (temporal group's first).
+      mask_token: [1, 1, Dd].
+      res_t, res_s: the groups' MaskResults ([B, L_g] ids_restore).
+      cell_slots: [L] slot of each canonical cell (``TokenGroups.cell_slots``).
+    Returns:
+      [B, L, Dd] in canonical (t * V' + v) order.
+    """
+    b = tf.shape(visible)[0]
+    len_t, len_s = res_t.ids_restore.shape[1], res_s.ids_restore.shape[1]
+    keep_s = visible.shape[1] - keep_t
+
+    def group(tokens, count, ids_restore):
+        filled = tf.concat([tokens, tf.tile(mask_token, [b, count, 1])], axis=1)
+        return tf.gather(filled, ids_restore, batch_dims=1)
+
+    slots = tf.concat([group(visible[:, :keep_t], len_t - keep_t, res_t.ids_restore),
+                       group(visible[:, keep_t:], len_s - keep_s, res_s.ids_restore)], axis=1)
+    return tf.gather(slots, cell_slots, axis=1)
