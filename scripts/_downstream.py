@@ -1,15 +1,12 @@
 """Shared flags and main of scripts/linprobe.py and scripts/finetune.py."""
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from hacm_tf import cli
+from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
 
 
 def define_flags():

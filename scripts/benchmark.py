@@ -32,12 +32,11 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
-from hacm_tf.config import PRECISIONS, REMAT_MODES  # noqa: E402
+from hacm_tf import cli
+from hacm_tf.config import PRECISIONS, REMAT_MODES
 
 SUITES = ["data", "pretrain", "finetune", "inference", "profile", "scale", "kernels", "reference", "one"]
 flags.DEFINE_enum("suite", "data", SUITES, "What to measure.")

@@ -10,14 +10,11 @@ Examples:
 """
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags, logging  # noqa: E402
+from absl import flags, logging
 
-from hacm_tf import cli  # noqa: E402
+from hacm_tf import cli
 
 SOURCES = ("ntu60", "ntu120", "pku1", "pku2", "npz", "ucla", "arrays", "synthetic")
 flags.DEFINE_enum("source", None, SOURCES, "Raw data format.")

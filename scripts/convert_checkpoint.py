@@ -12,14 +12,12 @@ export.py and evaluate.py (classifiers). Unused and missing keys are reported.
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
-from hacm_tf.config import DataConfig, ModelConfig  # noqa: E402
+from hacm_tf import cli
+from hacm_tf.config import DataConfig, ModelConfig
 
 flags.DEFINE_string("input", None, "Official checkpoint: .pth or .npz of state-dict arrays.", required=True)
 flags.DEFINE_string("output", None, "Run directory to write.", required=True)

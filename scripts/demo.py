@@ -10,14 +10,11 @@ prints a summary; plots, TensorBoard logs and reports go into the output folder.
 what is complete and resumes what was interrupted.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
+from hacm_tf import cli
 
 flags.DEFINE_string("workdir", "demo_output", "Output folder.")
 flags.DEFINE_bool("quick", False, "Tiny sizes (about a minute).")

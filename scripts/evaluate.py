@@ -8,13 +8,11 @@ Writes the JSON report (top-1, top-5, per-class accuracy, confusion matrix, samp
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
+from hacm_tf import cli
 
 flags.DEFINE_string("model", None, "SavedModel version folder, or a run directory / checkpoint prefix.",
                     required=True)

@@ -11,14 +11,12 @@ on CPUs with bfloat16 instructions; float32 inputs and outputs).
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
-from hacm_tf.config import PRECISIONS  # noqa: E402
+from hacm_tf import cli
+from hacm_tf.config import PRECISIONS
 
 flags.DEFINE_string("workdir", None, "A linear-probe or fine-tune run directory (latest checkpoint).")
 flags.DEFINE_string("checkpoint", None, "Or: a checkpoint prefix inside such a run.")

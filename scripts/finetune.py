@@ -6,14 +6,11 @@ drop path, MLP head.
       --data_dir=DIR --workdir=runs/finetune
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _downstream  # noqa: E402
+import _downstream
 
-from hacm_tf import cli  # noqa: E402
+from hacm_tf import cli
 
 _downstream.define_flags()
 

@@ -11,14 +11,11 @@ The train split gives the neighbours (and fits the regression), the test split i
 """
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
+from hacm_tf import cli
 
 flags.DEFINE_string("data_dir", None, "Labelled TFRecord directory (train and test splits).", required=True)
 flags.DEFINE_string("pretrained", None, "Pretraining run directory or checkpoint prefix.")

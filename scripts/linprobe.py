@@ -6,14 +6,11 @@
 Reports top-1 / top-5 on the test split every epoch; metrics.json has the last- and best-epoch figures.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _downstream  # noqa: E402
+import _downstream
 
-from hacm_tf import cli  # noqa: E402
+from hacm_tf import cli
 
 _downstream.define_flags()
 

@@ -9,15 +9,12 @@ Rerunning the same command resumes from the workdir's last checkpoint.
 """
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
-from hacm_tf.config import DataConfig, ModelConfig, MonitorConfig, TrainConfig  # noqa: E402
+from hacm_tf import cli
+from hacm_tf.config import DataConfig, ModelConfig, MonitorConfig, TrainConfig
 
 cli.define_run_flags()
 cli.define_config_flags(ModelConfig)

@@ -12,14 +12,12 @@ Rerunning continues an interrupted study. Results: <workdir>/results.md and resu
 import dataclasses
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
-from hacm_tf.config import PRECISIONS  # noqa: E402
+from hacm_tf import cli
+from hacm_tf.config import PRECISIONS
 
 flags.DEFINE_enum("dataset", "ucla", ["ucla", "synthetic"],
                   "NW-UCLA (cross-view) or synthetic data with 20 classes, 8 of them hard (cross-subject).")

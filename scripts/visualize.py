@@ -13,13 +13,11 @@ curves: training curves from a run's metrics.json.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from hacm_tf import cli  # noqa: E402
+from hacm_tf import cli
 
 flags.DEFINE_enum("what", "skeletons", ["skeletons", "synthetic", "masks", "embeddings", "curves"], "Figure.")
 flags.DEFINE_string("data_dir", None, "TFRecord directory.")
