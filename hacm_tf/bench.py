@@ -6,7 +6,7 @@ import os
 import time
 from typing import List
 
-from hacm_tf.config import DataConfig
+from hacm_tf.config import ComputeConfig, DataConfig
 
 
 def data_throughput(data_dir: str, batch_size: int = 128, window: int = 72, steps: int = 20,
@@ -77,29 +77,32 @@ def pretrain_flops_per_sample(model) -> float:
     return seqs * (3 * fwd + criteria)
 
 
-def _pretrain_step(config, batch_size: int, jit_compile: bool = False, seed: int = 0, micro_batches: int = 1):
-    """A built MaskedPretrainer with AdamW, its train_step as a tf.function and a batch of random walks
-    [B, T, M, V, 3]."""
+def _pretrain_step(config, batch_size: int, compute=None, seed: int = 0):
+    """A built MaskedPretrainer (ComputeConfig ``compute``; default: no XLA) with AdamW, its train_step as
+    a tf.function and a batch of random walks [B, T, M, V, 3]."""
     import tensorflow as tf
 
     from hacm_tf.models.pretrainer import MaskedPretrainer
     from hacm_tf.training import optim
     from hacm_tf.training.engine import PretrainEngine
 
-    model = MaskedPretrainer(config.to_dict(), seed=seed)
+    compute = compute or ComputeConfig(jit_compile=False)
+    model = MaskedPretrainer(config.to_dict(), seed=seed, **compute.layer_kwargs)
     model.build()
-    model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables),
-                  engine=PretrainEngine(micro_batches, jit_compile))
+    model.compile(optimizer=optim.adamw(1e-4, model.trainable_variables), engine=PretrainEngine.from_config(compute))
     model.optimizer.build(model.trainable_variables)
     return model, tf.function(model.train_step), tf.constant(_random_clips(config, batch_size, seed))
 
 
-def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0) -> dict:
+def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0, compute=None) -> dict:
     """FLOPs per clip of a pretraining step counted by TF's profiler (beside the analytic count) and the
     kernel-time profile of ``steps`` steps without XLA (see profile_op_times)."""
+    import dataclasses
+
     import tensorflow as tf
 
-    model, step, x = _pretrain_step(config, batch_size, False, seed)
+    compute = dataclasses.replace(compute or ComputeConfig(), jit_compile=False)
+    model, step, x = _pretrain_step(config, batch_size, compute, seed)
     batch = (x, tf.zeros([batch_size], tf.int64))
     counted = graph_flops(step.get_concrete_function(batch))
     step(batch)["loss"].numpy()
@@ -111,14 +114,16 @@ def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0)
             "op_time": op_time}
 
 
-def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, jit_compile: bool = False,
-                        seed: int = 0, micro_batches: int = 1) -> dict:
-    """Pretraining samples/s and ms/step (fwd + bwd + AdamW) of a ModelConfig on random skeletons."""
+def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, compute=None,
+                        seed: int = 0) -> dict:
+    """Pretraining samples/s and ms/step (fwd + bwd + AdamW) of a ModelConfig on random skeletons under a
+    ComputeConfig (default: no XLA, float32)."""
     import resource
 
     import tensorflow as tf
 
-    model, step, x = _pretrain_step(config, batch_size, jit_compile, seed, micro_batches)
+    compute = compute or ComputeConfig(jit_compile=False)
+    model, step, x = _pretrain_step(config, batch_size, compute, seed)
     labels = tf.zeros([batch_size], tf.int64)
 
     def run_step():
@@ -129,8 +134,8 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     flops = pretrain_flops_per_sample(model)
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
-            "decoder_depth": config.decoder_depth, "xla": jit_compile, "remat": config.remat,
-            "precision": config.precision, "micro_batches": micro_batches, "steps": steps,
+            "decoder_depth": config.decoder_depth, "xla": compute.jit_compile, "remat": compute.remat,
+            "precision": compute.precision, "micro_batches": compute.micro_batches, "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(t_compile, 1),
@@ -259,8 +264,10 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
     return rows
 
 
-def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, num_classes: int = 60) -> dict:
-    """Fine-tuning samples/s (drop path, label smoothing, layer-wise AdamW) on random clips."""
+def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: int = 2, num_classes: int = 60,
+                        compute=None) -> dict:
+    """Fine-tuning samples/s (drop path, label smoothing, layer-wise AdamW) on random clips (ComputeConfig
+    ``compute``: remat and precision)."""
     import resource
 
     import tensorflow as tf
@@ -268,7 +275,8 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     from hacm_tf.models.classifier import ActionClassifier
     from hacm_tf.training import optim
 
-    clf = ActionClassifier(config.to_dict(), num_classes, head="finetune", label_smoothing=0.1)
+    compute = compute or ComputeConfig()
+    clf = ActionClassifier(config.to_dict(), num_classes, head="finetune", label_smoothing=0.1, **compute.layer_kwargs)
     clf.build()
     paths = [v.path for v in clf.trainable_variables]
     clf.optimizer = optim.layerwise_adamw(clf.trainable_variables, paths, config.depth, 0.8,
@@ -278,8 +286,8 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     step = tf.function(clf.train_step)
     med, first = _time(lambda: float(step((x, y))["loss"][0]), steps, warmup)
     flops = 3 * classifier_flops_per_sample(config, num_classes)
-    return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": config.remat,
-            "precision": config.precision,
+    return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": compute.remat,
+            "precision": compute.precision,
             "tokens": config.num_patches * len(clf.encoder.joints), "ms_per_step": round(1000 * med, 1),
             "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
             "achieved_gflops": round(flops * batch_size / med / 1e9, 1), "warmup_seconds": round(first, 1),
@@ -287,7 +295,7 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
 
 
 def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 2, saved_model: bool = False,
-                         xla: bool = False, num_classes: int = 60) -> dict:
+                         xla: bool = False, num_classes: int = 60, precision: str = "float32") -> dict:
     """Classifier inference samples/s: the Keras model (tf.function, optionally XLA) or the exported
     SavedModel's serving signature (raw clips, preprocessing inside)."""
     import resource
@@ -299,7 +307,7 @@ def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 
     from hacm_tf.models.classifier import ActionClassifier
     from hacm_tf.skeleton import get_layout
 
-    clf = ActionClassifier(config.to_dict(), num_classes, head="finetune")
+    clf = ActionClassifier(config.to_dict(), num_classes, head="finetune", precision=precision)
     clf.build()
     if saved_model:
         from hacm_tf.export import export_saved_model, load_serving
@@ -321,7 +329,7 @@ def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 
     flops = classifier_flops_per_sample(config, num_classes)
     return {"benchmark": "inference", "method": config.method, "batch_size": batch_size,
             "runtime": "saved_model" if saved_model else ("keras+xla" if xla else "keras"),
-            "precision": config.precision,
+            "precision": precision,
             "ms_per_batch": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(first, 1),

@@ -109,7 +109,7 @@ def config_from_flags(cls, flag_values, **overrides):
 
 
 def define_run_flags():
-    """The command-line contract shared by every training stage (DESIGN.md 5)."""
+    """The command-line contract shared by every training stage (docs/pretraining.md)."""
     from absl import flags
 
     flags.DEFINE_string("data_dir", None, "TFRecord directory with dataset_info.json.")
@@ -117,6 +117,18 @@ def define_run_flags():
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "Distribution strategy.")
     flags.DEFINE_integer("devices", 0, "mirrored on CPU: number of logical CPU devices (0: all local devices).")
     flags.DEFINE_integer("seed", 0, "Seed of weights, masks, data order and augmentation.")
+
+
+def compute_from_flags(flag_values):
+    """ComputeConfig from its flags; --deterministic switches TF op determinism on for the process."""
+    from hacm_tf.config import ComputeConfig
+
+    compute = config_from_flags(ComputeConfig, flag_values)
+    if compute.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    return compute
 
 
 def save_flags(workdir: str):

@@ -25,8 +25,9 @@ class _Serializable:
     def from_dict(cls, d: dict):
         import typing
 
-        d = dict(d)
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in names or k not in MOVED_TO_COMPUTE}   # older run directories
+        unknown = set(d) - names
         if unknown:
             raise ConfigError(f"unknown {cls.__name__} fields {sorted(unknown)}")
         hints = typing.get_type_hints(cls)
@@ -38,7 +39,7 @@ class _Serializable:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(_Serializable):
-    """Input pipeline settings (REFERENCE.md 2).
+    """Input pipeline settings (docs/official_code.md §2).
 
     Attributes:
       window: frames after crop-and-resize (72 for HA-CM, 120 for MAMP).
@@ -80,7 +81,7 @@ class DataConfig(_Serializable):
 
 METHODS = ("hacm", "mamp", "mae")
 HACM_MODES = ("corrected", "reference")
-# Behaviours of the official HA-CM code (REFERENCE.md 3.3-3.9), each a switch; None follows hacm_mode.
+# Behaviours of the official HA-CM code (docs/official_code.md §3.1), each a switch; None follows hacm_mode.
 REFERENCE_SWITCHES = (
     "ref_keep_fraction",    # keep int(0.1 * L_group) tokens per group, ignoring mask_ratio
     "ref_tau",              # tau = 0.9, ignoring the configured tau
@@ -93,7 +94,7 @@ REFERENCE_SWITCHES = (
 )
 
 
-# what the backward pass may recompute (ModelConfig.remat, TransformerBlock)
+# what the backward pass may recompute (ComputeConfig.remat, TransformerBlock)
 REMAT_MODES = ("none", "attention", "block")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
@@ -104,18 +105,9 @@ class ModelConfig(_Serializable):
 
     Sizes default to the paper's HA-CM NTU configuration. HA-CM fields are
     ignored by MAMP / MAE. ``hacm_mode="reference"`` turns every ``ref_*`` switch
-    on (the official code's behaviour); "corrected" turns them off; a switch set
-    explicitly wins over the mode.
-
-    Attributes:
-      remat: what the backward pass recomputes instead of keeping: "none", "attention" (the attention
-        weights of every block) or "block" (whole blocks from their input, drop path included). Same
-        results, less activation memory, more compute.
-      precision: "float32", or "mixed_bfloat16": the transformer blocks' matmuls, GELU and softmax in
-        bfloat16 with float32 weights, LayerNorm statistics and residual stream; everything else
-        (embeddings, hyperbolic map, masking criteria, losses, heads) stays float32. Faster on CPUs
-        with bfloat16 instructions (AVX512_BF16, AMX) and on accelerators; weights and checkpoints are
-        the same either way.
+    on (the official code's behaviour, docs/reference_mode.md); "corrected" turns them
+    off; a switch set explicitly wins over the mode. How the model computes (recomputation,
+    precision) is ComputeConfig's.
     """
 
     method: str = "hacm"
@@ -135,8 +127,6 @@ class ModelConfig(_Serializable):
     tau: float = 0.8
     motion_stride: int = 1
     norm_target: bool = True
-    remat: str = "none"
-    precision: str = "float32"
     # HA-CM components (ablation switches)
     hacm_mode: str = "corrected"
     hyperbolic: bool = True
@@ -190,8 +180,6 @@ class ModelConfig(_Serializable):
         _check(self.cc_temperature > 0, "cc_temperature", f"must be positive, got {self.cc_temperature}")
         _check(1 <= self.motion_stride < self.window, "motion_stride",
                f"must be in [1, window), got {self.motion_stride}")
-        _check(self.remat in REMAT_MODES, "remat", f"must be one of {REMAT_MODES}, got {self.remat!r}")
-        _check(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
         if self.method == "hacm" and self.switch("ref_unshuffle"):
             _check(self.num_patches % 2 == 0, "window",
                    "ref_unshuffle needs an even number of temporal patches (equal groups)")
@@ -201,7 +189,7 @@ class ModelConfig(_Serializable):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_Serializable):
-    """Optimisation and run bookkeeping (REFERENCE.md 6; pretraining defaults).
+    """Optimisation and run bookkeeping (docs/official_code.md §5; pretraining defaults).
 
     Attributes:
       epochs, steps_per_epoch: run length (steps_per_epoch 0: one pass over the training split).
@@ -210,15 +198,6 @@ class TrainConfig(_Serializable):
       checkpoint_every: steps between checkpoints (0: at the end of every epoch only).
       keep_checkpoints: checkpoints kept in ``workdir/checkpoints``.
       log_every: steps between TensorBoard scalar writes.
-      jit_compile: XLA-compile loss + gradients (on CPU at the paper's size: speed within noise for
-        HA-CM, slower for MAMP / MAE, see README's benchmarks; costs seconds of compilation, so smoke
-        presets turn it off).
-      micro_batches: pretraining: split each replica's batch into this many parts whose gradients are
-        averaged (one after the other: the activation memory of one part; the same update, HA-CM's
-        batch-wide cross-contrast included, for one more encoder forward pass; HA-CM then needs
-        drop_path = 0).
-      nonfinite: "stop" (raise on a non-finite loss) or "skip" (zero that step's gradients).
-      deterministic: enable TF op determinism.
     """
 
     epochs: int = 400
@@ -232,10 +211,6 @@ class TrainConfig(_Serializable):
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
     log_every: int = 10
-    jit_compile: bool = True
-    micro_batches: int = 1
-    nonfinite: str = "stop"
-    deterministic: bool = False
 
     def validate(self) -> "TrainConfig":
         _check(self.epochs >= 1, "epochs", f"must be positive, got {self.epochs}")
@@ -244,12 +219,74 @@ class TrainConfig(_Serializable):
         _check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
                f"must be in [0, epochs], got {self.warmup_epochs}")
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(self.nonfinite in ("stop", "skip"), "nonfinite", f"must be 'stop' or 'skip', got {self.nonfinite!r}")
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be positive")
         _check(self.log_every >= 1, "log_every", "must be positive")
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
-        _check(self.micro_batches >= 1, "micro_batches", f"must be positive, got {self.micro_batches}")
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig(_Serializable):
+    """How a stage computes, apart from what it computes: the results are the same up to rounding, so
+    a run may resume, and a downstream stage may start from a pretraining run, with other settings.
+
+    Attributes:
+      remat: what the backward pass recomputes instead of keeping: "none", "attention" (the attention
+        weights of every block) or "block" (whole blocks from their input, drop path included). Same
+        results, less activation memory, more compute.
+      precision: "float32", or "mixed_bfloat16": the transformer blocks' matmuls, GELU and softmax in
+        bfloat16 with float32 weights, LayerNorm statistics and residual stream; everything else
+        (embeddings, hyperbolic map, masking criteria, losses, heads) stays float32. Faster on CPUs
+        with bfloat16 instructions (AVX512_BF16, AMX) and on accelerators; weights and checkpoints are
+        the same either way.
+      jit_compile: pretraining: XLA-compile loss + gradients (on CPU at the paper's size: speed within
+        noise for HA-CM, slower for MAMP / MAE, see docs/benchmarks.md; costs seconds of compilation, so
+        smoke presets turn it off).
+      micro_batches: pretraining: split each replica's batch into this many parts whose gradients are
+        averaged (one after the other: the activation memory of one part; the same update, HA-CM's
+        batch-wide cross-contrast included, for one more encoder forward pass; HA-CM then needs
+        drop_path = 0).
+      nonfinite: pretraining: "stop" (raise on a non-finite loss) or "skip" (zero that step's gradients).
+      deterministic: enable TF op determinism (process-wide; the scripts switch it on).
+    """
+
+    remat: str = "none"
+    precision: str = "float32"
+    jit_compile: bool = True
+    micro_batches: int = 1
+    nonfinite: str = "stop"
+    deterministic: bool = False
+
+    @property
+    def layer_kwargs(self) -> dict:
+        """The settings a model's layers are built with: ``remat`` and ``precision``."""
+        return {"remat": self.remat, "precision": self.precision}
+
+    def validate(self) -> "ComputeConfig":
+        _check(self.remat in REMAT_MODES, "remat", f"must be one of {REMAT_MODES}, got {self.remat!r}")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        _check(self.micro_batches >= 1, "micro_batches", f"must be positive, got {self.micro_batches}")
+        _check(self.nonfinite in ("stop", "skip"), "nonfinite", f"must be 'stop' or 'skip', got {self.nonfinite!r}")
+        return self
+
+
+# fields that ModelConfig / TrainConfig held before ComputeConfig: ignored when an older run directory is read
+MOVED_TO_COMPUTE = ("remat", "precision", "jit_compile", "micro_batches", "nonfinite", "deterministic")
+
+
+def migrate_run_config(config: dict) -> dict:
+    """A run directory's config.json with compute settings inside "model" / "train" (older layout) ->
+    the same settings under "compute"; other configs unchanged."""
+    config = dict(config)
+    moved = {}
+    for section in ("model", "train"):
+        if isinstance(config.get(section), dict):
+            part = dict(config[section])
+            moved.update({k: part.pop(k) for k in MOVED_TO_COMPUTE if k in part})
+            config[section] = part
+    if moved and "compute" not in config:
+        config["compute"] = ComputeConfig.from_dict(moved).to_dict()
+    return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +324,7 @@ PROTOCOLS = ("linear", "finetune")
 
 @dataclasses.dataclass(frozen=True)
 class ProtocolConfig:
-    """Downstream protocol settings (REFERENCE.md 5-6).
+    """Downstream protocol settings (docs/official_code.md §5).
 
     Attributes:
       protocol: "linear" (frozen encoder, SGD) or "finetune" (AdamW, layer-wise decay).

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +92,10 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     # 2. HA-CM pretraining
     log("[2/6] pretraining HA-CM" + (" (resuming)" if os.path.exists(paths["pretrain_hacm"]) else ""))
     pre_train = TrainConfig(epochs=cfg.pretrain_epochs, lr=2e-3, min_lr=2e-4,
-                            warmup_epochs=max(1, cfg.pretrain_epochs // 10), log_every=10, jit_compile=False)
+                            warmup_epochs=max(1, cfg.pretrain_epochs // 10), log_every=10)
     keras.backend.clear_session()
-    pre = pretrain(paths["pretrain_hacm"], data, model, dcfg, pre_train, seed=cfg.seed)
+    pre = pretrain(paths["pretrain_hacm"], data, model, dcfg, pre_train, seed=cfg.seed,
+                   compute=ComputeConfig(jit_compile=False))
     hist = json.load(open(os.path.join(paths["pretrain_hacm"], "metrics.json")))["history"]
     evaluate.plot_curves(hist, ["loss", "loss_rec", "loss_cc"], os.path.join(paths["plots"], "pretrain_loss.png"),
                          "HA-CM pretraining")
@@ -102,7 +103,7 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
 
     # 3. linear probes: HA-CM encoder and a randomly initialised one
     probe = TrainConfig(epochs=cfg.probe_epochs, lr=0.1, min_lr=0.0, warmup_epochs=0, weight_decay=0.0,
-                        log_every=10, jit_compile=False)
+                        log_every=10)
     results = {}
     for name, pretrained in (("hacm", paths["pretrain_hacm"]), ("random", None)):
         log(f"[3/6] linear probe of the {'HA-CM' if pretrained else 'randomly initialised'} encoder")

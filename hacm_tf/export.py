@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving: an explicit tf.Module with fixed signatures (DESIGN.md 6).
+"""SavedModel export for TF Serving: an explicit tf.Module with fixed signatures (docs/serving.md).
 
 ``<export_dir>/<version>/`` holds a SavedModel with
 

@@ -16,7 +16,7 @@ HA-CM's spatial criterion splits the joints into *hub* ("father") joints and
 For NTU-25 this rule gives exactly the reference's 7 hub joints
 ``[0, 1, 4, 8, 12, 16, 20]`` and 18 kept joints
 ``[2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19, 21, 22, 23, 24]``
-(REFERENCE.md 3.3 b-c); for Kinect-v1-20 it gives 7 hubs and 13 kept joints.
+(docs/official_code.md §3); for Kinect-v1-20 it gives 7 hubs and 13 kept joints.
 All indices are 0-based.
 """
 
@@ -122,7 +122,7 @@ NTU25 = JointLayout(
          (17, 1), (18, 17), (19, 18), (20, 19), (22, 8), (23, 8), (24, 12), (25, 12)],
         25),
     limb_roots=(4, 8, 12, 16),   # left/right shoulder, left/right hip
-    centre_joint=1,              # spine middle (REFERENCE.md 1.4)
+    centre_joint=1,              # spine middle (docs/official_code.md §1)
 )
 
 # Kinect v1 (NW-UCLA, UTD-MHAD, MSR Action3D); joint 0 (hip centre) is the root.

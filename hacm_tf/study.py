@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from hacm_tf.config import DataConfig, ModelConfig, MonitorConfig, ProtocolConfig, TrainConfig
+from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, MonitorConfig, ProtocolConfig, TrainConfig
 from hacm_tf.study_records import Progress, learning_curves, write_learning_curve_figure
 
 # variant name -> ModelConfig changes (None: no pretraining, the encoder starts from random weights)
@@ -52,7 +52,7 @@ class StudyConfig:
       semi_eval_every: the same for the 10 %-label runs (0: eval_every).
       semi_steps_per_epoch: steps of a 10 %-label epoch (0: one pass over the labelled clips); a small
         labelled subset repeats within an epoch, which saves the per-epoch checkpoint and bookkeeping.
-      precision: ModelConfig.precision of every stage.
+      precision: ComputeConfig.precision of every trained stage.
       pretrain_lr, pretrain_min_lr, pretrain_warmup_epochs: pretraining schedule (warm-up 0: a tenth
         of the epochs).
       monitor_every: pretraining epochs between kNN read-outs on the study's data (0: none).
@@ -116,7 +116,7 @@ def model_config(study: StudyConfig, changes: Optional[dict]) -> ModelConfig:
     t_patch = 3 if changes["method"] == "hacm" else 4
     return ModelConfig(layout=study.layout, num_persons=study.num_persons, window=study.window, t_patch=t_patch,
                        dim=study.dim, depth=study.depth, heads=study.heads, decoder_dim=study.dim,
-                       decoder_depth=study.decoder_depth, decoder_heads=study.heads, precision=study.precision,
+                       decoder_depth=study.decoder_depth, decoder_heads=study.heads,
                        **changes).validate()
 
 
@@ -350,7 +350,8 @@ def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: 
             keras.backend.clear_session()
             t = time.time()
             monitor = MonitorConfig(data_dir, study.monitor_every) if study.monitor_every else None
-            pretrain(pre_dir, data_dir, cfg, data, pretrain_config(study), seed=seed, monitor=monitor)
+            pretrain(pre_dir, data_dir, cfg, data, pretrain_config(study), seed=seed, monitor=monitor,
+                     compute=compute_config(study))
             report(variant, seed, "pretrain", time.time() - t)
     rows = []
     for protocol in protocols:
@@ -372,30 +373,36 @@ def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: 
             keras.backend.clear_session()
             t = time.time()
             run_cfg, run_data, train, proto = protocol_configs(study, protocol, cfg, data)
-            downstream.train_classifier(work, data_dir, run_cfg, run_data, train, proto, pre_dir, seed=seed)
+            downstream.train_classifier(work, data_dir, run_cfg, run_data, train, proto, pre_dir, seed=seed,
+                                        compute=compute_config(study))
             report(variant, seed, protocol, time.time() - t)
         rows += _protocol_rows(variant, seed, protocol, work)
     return rows
+
+
+def compute_config(study: StudyConfig) -> ComputeConfig:
+    """How every trained stage of a study computes: the study's precision, no XLA (short runs)."""
+    return ComputeConfig(precision=study.precision, jit_compile=False).validate()
 
 
 def pretrain_config(study: StudyConfig) -> TrainConfig:
     """The pretraining schedule of a study (AdamW, warm-up then half-cosine)."""
     warmup = study.pretrain_warmup_epochs or max(1, study.pretrain_epochs // 10)
     return TrainConfig(epochs=study.pretrain_epochs, lr=study.pretrain_lr, min_lr=study.pretrain_min_lr,
-                       warmup_epochs=warmup, log_every=20, jit_compile=False)
+                       warmup_epochs=warmup, log_every=20)
 
 
 def protocol_configs(study: StudyConfig, protocol: str, cfg: ModelConfig, data: DataConfig):
     """(model, data, train, protocol) configs of one downstream run of the study."""
     if protocol == "linear":
         train = TrainConfig(epochs=study.linear_epochs, lr=study.linear_lr, min_lr=0.0, warmup_epochs=0,
-                            weight_decay=0.0, log_every=20, jit_compile=False)
+                            weight_decay=0.0, log_every=20)
         return cfg, data, train, ProtocolConfig("linear", eval_every=study.eval_every)
     semi = protocol == "semi10"
     epochs = study.semi_epochs if semi else study.finetune_epochs
     warmup = (study.semi_warmup_epochs if semi else 0) or max(1, epochs // 10)
     train = TrainConfig(epochs=epochs, lr=study.finetune_lr, min_lr=study.finetune_lr / 100, warmup_epochs=warmup,
-                        beta_2=0.999, log_every=20, jit_compile=False,
+                        beta_2=0.999, log_every=20,
                         steps_per_epoch=study.semi_steps_per_epoch if semi else 0)
     every = study.semi_eval_every if semi and study.semi_eval_every else study.eval_every
     cfg = dataclasses.replace(cfg, drop_path=0.1)

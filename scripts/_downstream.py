@@ -6,7 +6,7 @@ import json
 from absl import flags
 
 from hacm_tf import cli
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, TrainConfig
 
 
 def define_flags():
@@ -15,6 +15,7 @@ def define_flags():
     cli.define_config_flags(ModelConfig)
     cli.define_config_flags(DataConfig)
     cli.define_config_flags(TrainConfig)
+    cli.define_config_flags(ComputeConfig)
     from hacm_tf.config import ProtocolConfig
 
     cli.define_config_flags(ProtocolConfig, skip=("protocol",))
@@ -28,8 +29,6 @@ def model_config(FLAGS):
     from hacm_tf.training.downstream import read_run_config, resolve_checkpoint
 
     base = read_run_config(resolve_checkpoint(FLAGS.pretrained)[0])["model"]
-    for setting in ("remat", "precision"):   # compute settings of the pretraining run, not of the architecture
-        base.pop(setting, None)
     explicit = {k: v for k, v in cli.config_from_flags(ModelConfig, FLAGS).to_dict().items() if FLAGS[k].present}
     return ModelConfig.from_dict({**base, **explicit})
 
@@ -46,13 +45,15 @@ def main(protocol):
         data = dataclasses.replace(data, window=model.window)
     train = cli.config_from_flags(TrainConfig, FLAGS)
     proto = cli.config_from_flags(ProtocolConfig, FLAGS, protocol=protocol)
+    compute = cli.config_from_flags(ComputeConfig, FLAGS)
     if FLAGS.dry_run:
         print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict(),
-                          "protocol": proto.__dict__}))
+                          "protocol": proto.__dict__, "compute": compute.to_dict()}))
         return
     strategy = cli.start_run(FLAGS)
+    compute = cli.compute_from_flags(FLAGS)
     from hacm_tf.training.downstream import train_classifier
 
     final = train_classifier(FLAGS.workdir, FLAGS.data_dir, model, data, train, proto, FLAGS.pretrained, strategy,
-                             FLAGS.seed)
+                             FLAGS.seed, compute)
     print(json.dumps(final))

@@ -56,15 +56,15 @@ flags.DEFINE_list("scale_windows", ["36", "72", "108", "144"], "scale: windows (
 flags.DEFINE_integer("model_window", None, "one: override the paper's window (internal).")
 flags.DEFINE_integer("micro_batches", 1, "pretrain: parts per batch whose gradients are averaged.")
 flags.DEFINE_enum("remat", "none", list(REMAT_MODES),
-                  "pretrain / finetune: what the backward pass recomputes (ModelConfig.remat).")
+                  "pretrain / finetune: what the backward pass recomputes (ComputeConfig.remat).")
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
-                  "pretrain / finetune: the transformer blocks' compute precision (ModelConfig.precision).")
+                  "pretrain / finetune: the transformer blocks' compute precision (ComputeConfig.precision).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")
 flags.DEFINE_string("torch_python", sys.executable, "reference: a python that has PyTorch (e.g. a venv's).")
 FLAGS = flags.FLAGS
 
-PAPER = {  # REFERENCE.md 3 / 4 sizes
+PAPER = {  # docs/official_code.md §3, §4: sizes
     "hacm": dict(method="hacm", window=72, t_patch=3),
     "mamp": dict(method="mamp", window=120, t_patch=4),
     "mae": dict(method="mae", window=120, t_patch=4),
@@ -132,25 +132,25 @@ def reference_suite():
 def one():
     """One measurement in this process (the suites run each in its own process)."""
     from hacm_tf import bench
-    from hacm_tf.config import ModelConfig
+    from hacm_tf.config import ComputeConfig, ModelConfig
 
     sizes = dict(PAPER[FLAGS.method])
     if FLAGS.model_window:
         sizes["window"] = FLAGS.model_window
-    sizes["remat"] = FLAGS.remat
-    sizes["precision"] = FLAGS.precision
+    compute = ComputeConfig(remat=FLAGS.remat, precision=FLAGS.precision, jit_compile=FLAGS.xla == "on",
+                            micro_batches=FLAGS.micro_batches).validate()
     if FLAGS.kind == "finetune":
-        sizes["drop_path"] = 0.3   # REFERENCE.md 7
+        sizes["drop_path"] = 0.3   # docs/official_code.md §5
     cfg = ModelConfig(**sizes).validate()
     if FLAGS.kind == "profile":
-        return bench.pretrain_profile(cfg, FLAGS.batch_size or 8, FLAGS.steps or 2)
+        return bench.pretrain_profile(cfg, FLAGS.batch_size or 8, FLAGS.steps or 2, compute=compute)
     if FLAGS.kind == "pretrain":
-        return bench.pretrain_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3, jit_compile=FLAGS.xla == "on",
-                                         micro_batches=FLAGS.micro_batches)
+        return bench.pretrain_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3, compute=compute)
     if FLAGS.kind == "finetune":
-        return bench.finetune_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3)
+        return bench.finetune_throughput(cfg, FLAGS.batch_size or 32, FLAGS.steps or 3, compute=compute)
     return bench.inference_throughput(cfg, FLAGS.batch_size or 1, FLAGS.steps or 5,
-                                      saved_model=FLAGS.runtime == "saved_model", xla=FLAGS.runtime == "keras+xla")
+                                      saved_model=FLAGS.runtime == "saved_model", xla=FLAGS.runtime == "keras+xla",
+                                      precision=FLAGS.precision)
 
 
 def measured_suite(kind):

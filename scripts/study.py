@@ -37,7 +37,7 @@ flags.DEFINE_integer("workers", None, "(variant, seed) chains run at once, each 
                      "the CPU threads (default: 2 for the CPU preset on a machine with 2 or more cores, else 1).")
 flags.DEFINE_integer("downstream_epochs", None, "Override linear / fine-tune / semi epochs of the preset.")
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "Compute precision of every stage's "
-                  "transformer blocks (ModelConfig.precision).")
+                  "transformer blocks (ComputeConfig.precision).")
 flags.DEFINE_bool("report", False, "Write the tables and figure of the runs completed so far (a study still "
                   "running or stopped) and exit; runs nothing.")
 flags.DEFINE_bool("dry_run", False, "Print the study's configuration and run plan (with what is already complete) "

@@ -24,7 +24,7 @@ def exported(synthetic_dir, tmp_path_factory):
     work = str(tmp_path_factory.mktemp("lin"))
     downstream.train_classifier(work, synthetic_dir, ModelConfig(**TINY), DataConfig(window=24, batch_size=8,
                                 min_crop_frames=16), TrainConfig(epochs=1, steps_per_epoch=2, lr=0.1, min_lr=0,
-                                warmup_epochs=0, weight_decay=0, jit_compile=False),
+                                warmup_epochs=0, weight_decay=0),
                                 downstream.ProtocolConfig("linear"))
     clf, cfg = downstream.load_classifier(work)
     out = str(tmp_path_factory.mktemp("export"))

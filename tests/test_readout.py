@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from hacm_tf import readout
-from hacm_tf.config import DataConfig, ModelConfig, MonitorConfig, TrainConfig
+from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, MonitorConfig, TrainConfig
 
 
 def np_knn_scores(train, labels, query, k, num_classes, temperature):
@@ -111,7 +111,7 @@ def test_monitor_records_knn_without_changing_training(synthetic_dir, tmp_path, 
     cfg = ModelConfig(method="hacm", window=24, t_patch=3, dim=32, depth=2, heads=4, decoder_dim=32,
                       decoder_depth=1, decoder_heads=4)
     data = DataConfig(window=24, batch_size=8, min_crop_frames=16)
-    tc = TrainConfig(epochs=3, steps_per_epoch=2, lr=1e-3, min_lr=1e-4, warmup_epochs=1, jit_compile=False)
+    tc = TrainConfig(epochs=3, steps_per_epoch=2, lr=1e-3, min_lr=1e-4, warmup_epochs=1)
     specs = []
     original_init = run.Run.__init__
 
@@ -120,11 +120,12 @@ def test_monitor_records_knn_without_changing_training(synthetic_dir, tmp_path, 
         original_init(self, workdir, strategy, model, make_dataset, *args, **kwargs)
 
     monkeypatch.setattr(run.Run, "__init__", spy)
-    plain = pretrain_module.pretrain(str(tmp_path / "plain"), synthetic_dir, cfg, data, tc, seed=3)
+    no_xla = ComputeConfig(jit_compile=False)
+    plain = pretrain_module.pretrain(str(tmp_path / "plain"), synthetic_dir, cfg, data, tc, seed=3, compute=no_xla)
     keras.backend.clear_session()
     monitor = MonitorConfig(monitor_data_dir=synthetic_dir, monitor_every=2)
     watched = pretrain_module.pretrain(str(tmp_path / "watched"), synthetic_dir, cfg, data, tc, seed=3,
-                                       monitor=monitor)
+                                       monitor=monitor, compute=no_xla)
     assert watched["weights_sha256"] == plain["weights_sha256"]
     # the training batches are skeletons alone: no label tensor exists to reach the step
     assert all(isinstance(s, tf.TensorSpec) and s.shape.rank == 5 for s in specs)
@@ -152,7 +153,7 @@ def test_linear_probe_check_tells_an_under_trained_probe(synthetic_dir, tmp_path
     data = DataConfig(window=24, batch_size=16, min_crop_frames=16)
     checks = {}
     for epochs in (3, 30):
-        train = TrainConfig(epochs=epochs, lr=0.1, min_lr=0, warmup_epochs=0, weight_decay=0, jit_compile=False)
+        train = TrainConfig(epochs=epochs, lr=0.1, min_lr=0, warmup_epochs=0, weight_decay=0)
         downstream.train_classifier(str(tmp_path / f"lp{epochs}"), synthetic_dir, cfg, data, train,
                                     ProtocolConfig("linear", eval_every=epochs), None, seed=0)
         keras.backend.clear_session()

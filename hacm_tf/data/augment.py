@@ -1,4 +1,4 @@
-"""Per-sample crop, resize, rotation and velocity as TF ops (REFERENCE.md 2).
+"""Per-sample crop, resize, rotation and velocity as TF ops (docs/official_code.md §2).
 
 Every random function takes its draws explicitly (uniform numbers in [0, 1) or
 angles), so the reference feeder's recorded draws reproduce its outputs; the

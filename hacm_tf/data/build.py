@@ -78,7 +78,7 @@ def build_ntu(input_dirs: Sequence[str], output_dir: str, dataset: str = "ntu60"
               missing_list: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
               num_workers: Optional[int] = None, progress: bool = True, info_extra: Optional[dict] = None,
               split_dataset: Optional[str] = None) -> dict:
-    """NTU RGB+D 60/120 ``.skeleton`` folders -> TFRecords (REFERENCE.md 1).
+    """NTU RGB+D 60/120 ``.skeleton`` folders -> TFRecords (docs/official_code.md §1).
 
     Args:
       input_dirs: folders holding ``*.skeleton`` (NTU-120: both download folders).
@@ -151,7 +151,7 @@ def build_pku(input_dir: str, output_dir: str, phase: str = "pku2", protocol: st
               split_file: Optional[str] = None, shards: Optional[int] = None,
               compression: Optional[str] = None, on_error: str = "raise",
               class_names: Optional[Sequence[str]] = None, progress: bool = True) -> dict:
-    """PKU-MMD phase I ("pku1") or II ("pku2") -> TFRecords of action clips (REFERENCE.md 1.5)."""
+    """PKU-MMD phase I ("pku1") or II ("pku2") -> TFRecords of action clips (docs/official_code.md §1)."""
     if (phase, protocol) not in pku.SPLIT_FILES:
         raise ValueError(f"unknown PKU-MMD phase/protocol {phase}/{protocol}; use pku1|pku2 and xsub|xview")
     layout = pku.find_layout(input_dir)

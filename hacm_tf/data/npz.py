@@ -1,4 +1,4 @@
-"""Import of the widely used NTU-style ``.npz`` arrays (REFERENCE.md 1.4 output).
+"""Import of the widely used NTU-style ``.npz`` arrays (docs/official_code.md §1).
 
 Keys ``x_train`` (N, T, persons * joints * 3) float32, one-hot ``y_train`` (N, K),
 ``x_test``, ``y_test``; each frame's values are person-major, then joint, then xyz.

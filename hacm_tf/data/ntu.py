@@ -1,6 +1,6 @@
 """NTU RGB+D 60/120 ``.skeleton`` files -> denoised, centred two-actor sequences.
 
-Follows the official preparation scripts exactly (REFERENCE.md 1.1-1.4):
+Follows the official preparation scripts exactly (docs/official_code.md §1):
 
 1. :func:`parse_skeleton_file` reads every field of the text format, drops
    frames with zero bodies and groups the joints by body ID (``read_bodies``).
@@ -33,7 +33,7 @@ SPREAD_RATIO_THRESHOLD = 0.69754
 
 NAME_PATTERN = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 
-# Cross-subject training subjects (REFERENCE.md 1.4).
+# Cross-subject training subjects (docs/official_code.md §1).
 NTU60_XSUB_TRAIN = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN + (
     45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85,
@@ -163,7 +163,7 @@ def read_text(path: str) -> List[str]:
 
 
 def parse_skeleton_file(path: str, num_joints: int = NUM_JOINTS, max_bodies: int = 64) -> RawSkeleton:
-    """Parses an NTU ``.skeleton`` file (REFERENCE.md 1.1-1.2).
+    """Parses an NTU ``.skeleton`` file (docs/official_code.md §1).
 
     Frames with zero bodies are dropped; each body's joints are stacked in order
     of appearance with the reference's contiguous ``interval`` convention.
@@ -240,7 +240,7 @@ def _valid_frames_by_spread(joints: np.ndarray) -> np.ndarray:
 
 
 def denoise_bodies(bodies: Dict[str, Body]) -> List[Body]:
-    """Length and spread denoising, then motion ranking (REFERENCE.md 1.3 steps 1-3).
+    """Length and spread denoising, then motion ranking (docs/official_code.md §1).
 
     Returns the remaining bodies, most moving first (a single body is returned
     as is). May return an empty list when every body is noise.
@@ -274,7 +274,7 @@ def _write(dst: np.ndarray, body: Body, columns: slice):
 
 
 def assemble_actors(raw: RawSkeleton, path: Optional[str] = None) -> np.ndarray:
-    """One- or two-actor array ``[frames, 75 | 150]`` float32 (REFERENCE.md 1.3 steps 4-5)."""
+    """One- or two-actor array ``[frames, 75 | 150]`` float32 (docs/official_code.md §1)."""
     num_frames = raw.num_frames
     if len(raw.bodies) == 1:
         joints = np.zeros((num_frames, 75), np.float32)
@@ -308,7 +308,7 @@ def assemble_actors(raw: RawSkeleton, path: Optional[str] = None) -> np.ndarray:
 
 
 def centre_sequence(joints: np.ndarray) -> np.ndarray:
-    """Subtracts actor 1's spine-middle joint of its first non-zero frame (REFERENCE.md 1.4).
+    """Subtracts actor 1's spine-middle joint of its first non-zero frame (docs/official_code.md §1).
 
     joints: ``[frames, 75 | 150]`` -> same shape (a new array).
     """

@@ -1,4 +1,4 @@
-"""PKU-MMD phase I / II: long-video skeleton and label files -> action clips (REFERENCE.md 1.5).
+"""PKU-MMD phase I / II: long-video skeleton and label files -> action clips (docs/official_code.md §1).
 
 * Skeleton file: one line per frame, 150 values (2 bodies x 25 Kinect-v2 joints x xyz,
   NTU joint order; an absent second body is zeros).

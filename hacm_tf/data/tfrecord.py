@@ -1,4 +1,4 @@
-"""TFRecord storage, schema version 1 (DESIGN.md 3).
+"""TFRecord storage, schema version 1 (docs/data.md).
 
 Each ``tf.train.Example`` holds one unpadded sample:
 

@@ -1,5 +1,5 @@
 """ActionClassifier: the pretraining encoder over all tokens with a linear-probe or fine-tune head
-(REFERENCE.md 5).
+(docs/official_code.md §5).
 
 Input ``[N, T, M, V, 3]``; persons are folded into the batch for the encoder and averaged in the head.
 """
@@ -28,7 +28,7 @@ class ActionClassifier(keras.Model):
     """
 
     def __init__(self, config: dict, num_classes: int, head: str = "linear", dropout: float = 0.3,
-                 label_smoothing: float = 0.0, **kwargs):
+                 label_smoothing: float = 0.0, remat: str = "none", precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -36,7 +36,8 @@ class ActionClassifier(keras.Model):
         self.cfg = ModelConfig.from_dict(self.config)
         self.num_classes, self.head, self.dropout_rate = int(num_classes), head, float(dropout)
         self.label_smoothing = float(label_smoothing)
-        self.encoder = SkeletonEncoder(self.config, name="encoder")
+        self.remat, self.precision = remat, precision
+        self.encoder = SkeletonEncoder(self.config, remat, precision, name="encoder")
         self.num_token_joints = len(self.encoder.joints)
         if head == "linear":
             self.encoder.trainable = False
@@ -131,4 +132,5 @@ class ActionClassifier(keras.Model):
 
     def get_config(self):
         return {"config": self.config, "num_classes": self.num_classes, "head": self.head,
-                "dropout": self.dropout_rate, "label_smoothing": self.label_smoothing}
+                "dropout": self.dropout_rate, "label_smoothing": self.label_smoothing, "remat": self.remat,
+                "precision": self.precision}

@@ -35,11 +35,13 @@ class SkeletonEncoder(keras.layers.Layer):
       ``to_manifold(mc)``: hyperbolic map when enabled (HA-CM) [B, T', V', D]
       ``encode(tokens)``: transformer blocks + final LayerNorm [B, L, D] -> [B, L, D]
     ``call(x)`` runs all of them on every token: [B, T, V_all, 3] -> [B, T' * V', D].
+    ``config``: a ModelConfig dict; ``remat`` / ``precision``: ComputeConfig's, for the transformer blocks.
     """
 
-    def __init__(self, config: dict, **kwargs):
+    def __init__(self, config: dict, remat: str = "none", precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         self.config = dict(config)
+        self.remat, self.precision = remat, precision
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
         self.joints = token_joints(cfg)
@@ -48,7 +50,7 @@ class SkeletonEncoder(keras.layers.Layer):
         self.pos_embed = PositionEmbedding(cfg.num_patches, len(self.joints), cfg.dim, name="pos_embed")
         self.hyperbolic = HyperbolicMapping(cfg.curvature, cfg.clip_radius, name="hyperbolic")
         rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
-        self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), cfg.remat, cfg.precision,
+        self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), remat, precision,
                                         name=f"blocks_{i}") for i, r in enumerate(rates)]
         track_layers(self, "block", self.blocks)
         self.norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm")
@@ -85,4 +87,4 @@ class SkeletonEncoder(keras.layers.Layer):
         return self.encode(tf.reshape(h, [s[0], s[1] * s[2], s[3]]), training=training)
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config}
+        return {**super().get_config(), "config": self.config, "remat": self.remat, "precision": self.precision}

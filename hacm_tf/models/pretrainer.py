@@ -38,22 +38,25 @@ class MaskedPretrainer(keras.Model):
 
     Input batches: ``[N, T, M, V, 3]`` skeletons, or ``(skeletons, labels)`` (labels are ignored),
     or ``(skeletons, labels, noise)`` with explicit masking noise shaped ``[N, M, L_g]`` per call.
+    ``config``: a ModelConfig dict; ``remat`` / ``precision``: ComputeConfig's, for the transformer blocks;
+    how a training step is computed is the engine's, given at ``compile``.
     """
 
-    def __init__(self, config: dict, seed: Optional[int] = None, **kwargs):
+    def __init__(self, config: dict, seed: Optional[int] = None, remat: str = "none", precision: str = "float32",
+                 **kwargs):
         super().__init__(**kwargs)
         self.config = dict(config)
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
-        self.seed = seed
-        self.encoder = SkeletonEncoder(self.config, name="encoder")
+        self.seed, self.remat, self.precision = seed, remat, precision
+        self.encoder = SkeletonEncoder(self.config, remat, precision, name="encoder")
         self.layout = get_layout(cfg.layout)
         self.num_token_joints = len(self.encoder.joints)
         self.num_tokens = cfg.num_patches * self.num_token_joints
         self.patch_values = cfg.t_patch * 3
         self.decoder_embed = dense(cfg.decoder_dim, "decoder_embed")
         self.decoder_blocks = [TransformerBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, True, 0.0,
-                                                cfg.remat, cfg.precision, name=f"decoder_blocks_{i}")
+                                                remat, precision, name=f"decoder_blocks_{i}")
                                for i in range(cfg.decoder_depth)]
         track_layers(self, "decoder_block", self.decoder_blocks)
         self.decoder_norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="decoder_norm")
@@ -352,4 +355,4 @@ class MaskedPretrainer(keras.Model):
         self.trackers["grad_norm"].update_state(grad_norm)
 
     def get_config(self):
-        return {"config": self.config, "seed": self.seed}
+        return {"config": self.config, "seed": self.seed, "remat": self.remat, "precision": self.precision}

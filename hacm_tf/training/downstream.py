@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hacm_tf.config import PROTOCOLS, DataConfig, ModelConfig, ProtocolConfig, TrainConfig
+from hacm_tf.config import (PROTOCOLS, ComputeConfig, DataConfig, ModelConfig, ProtocolConfig, TrainConfig,
+                            migrate_run_config)
 from hacm_tf.data import pipeline, tfrecord
 from hacm_tf.evaluate import predict, topk_accuracy
 from hacm_tf.models.classifier import ActionClassifier
@@ -37,7 +38,7 @@ def read_run_config(workdir: str) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{workdir}: no config.json (not a hacm_tf run directory)")
     with open(path) as f:
-        return json.load(f)
+        return migrate_run_config(json.load(f))
 
 
 def resolve_checkpoint(path: str) -> Tuple[str, str]:
@@ -76,7 +77,7 @@ def load_pretrained_encoder(path: str) -> Tuple[SkeletonEncoder, ModelConfig]:
 def load_classifier(path: str, precision: str = "float32") -> Tuple[ActionClassifier, dict]:
     """Restores a linear-probe / fine-tune run's classifier; returns it with the run's config dict.
 
-    ``precision``: the compute precision of the restored model (ModelConfig.precision), float32 by
+    ``precision``: the compute precision of the restored model (ComputeConfig.precision), float32 by
     default whatever the run trained with (the weights are float32 either way)."""
     run_dir, ckpt = resolve_checkpoint(path)
     cfg = read_run_config(run_dir)
@@ -84,8 +85,8 @@ def load_classifier(path: str, precision: str = "float32") -> Tuple[ActionClassi
         raise ValueError(f"{run_dir} is a {cfg.get('stage')!r} run; export and evaluate need a linear-probe or "
                          "fine-tune run")
     proto = ProtocolConfig(**cfg["protocol"])
-    model_cfg = ModelConfig.from_dict({**cfg["model"], "precision": precision, "remat": "none"}).validate()
-    clf = build_classifier(model_cfg, cfg["num_classes"], proto)
+    model_cfg = ModelConfig.from_dict(cfg["model"])
+    clf = build_classifier(model_cfg, cfg["num_classes"], proto, ComputeConfig(precision=precision).validate())
     tf.train.Checkpoint(model=clf).restore(ckpt).expect_partial().assert_existing_objects_matched()
     return clf, cfg
 
@@ -128,20 +129,26 @@ def evaluate_model(model, data_dir: str, data_config: DataConfig, split: str = "
             "top5": topk_accuracy(out["logits"], out["labels"], 5), "loss": loss, "samples": len(out["labels"])}
 
 
-def build_classifier(model_config: ModelConfig, num_classes: int, protocol: ProtocolConfig) -> ActionClassifier:
+def build_classifier(model_config: ModelConfig, num_classes: int, protocol: ProtocolConfig,
+                     compute: Optional[ComputeConfig] = None) -> ActionClassifier:
+    """The built ActionClassifier of a protocol (linear or fine-tune head) under ``compute``'s layer settings."""
     clf = ActionClassifier(model_config.to_dict(), num_classes, head="linear" if protocol.protocol == "linear"
                            else "finetune", dropout=protocol.dropout,
-                           label_smoothing=protocol.label_smoothing if protocol.protocol == "finetune" else 0.0)
+                           label_smoothing=protocol.label_smoothing if protocol.protocol == "finetune" else 0.0,
+                           **(compute or ComputeConfig()).layer_kwargs)
     clf.build()
     return clf
 
 
 def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, data_config: DataConfig,
                      train_config: TrainConfig, protocol: ProtocolConfig, pretrained: Optional[str] = None,
-                     strategy: Optional[tf.distribute.Strategy] = None, seed: int = 0) -> dict:
+                     strategy: Optional[tf.distribute.Strategy] = None, seed: int = 0,
+                     compute: Optional[ComputeConfig] = None) -> dict:
     """Linear probe or fine-tune (semi-supervised when ``data_config.semi_ratio < 1``; from scratch
-    when ``pretrained`` is None). Returns final metrics with the last- and best-epoch test accuracy."""
+    when ``pretrained`` is None). Returns final metrics with the last- and best-epoch test accuracy.
+    ``compute``: remat and precision of the classifier (ComputeConfig(), default)."""
     protocol.validate(), model_config.validate(), data_config.validate(), train_config.validate()
+    compute = (compute or ComputeConfig()).validate()
     if data_config.window != model_config.window:
         raise ValueError(f"data window {data_config.window} differs from the model window {model_config.window}")
     strategy = strategy or tf.distribute.get_strategy()
@@ -160,13 +167,13 @@ def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, dat
                                    "protocol": dataclasses.asdict(protocol), "seed": seed,
                                    "pretrained": os.path.abspath(pretrained) if pretrained else None,
                                    "num_classes": num_classes, "class_names": info["class_names"],
-                                   "dataset": info["dataset"]})
+                                   "dataset": info["dataset"], "compute": compute.to_dict()})
     source = load_pretrained_encoder(pretrained)[0] if pretrained else None
     if protocol.protocol == "linear" and source is None:
         logging.warning("linear probe of a randomly initialised encoder (no --pretrained)")
     keras.utils.set_random_seed(seed)
     with strategy.scope():
-        clf = build_classifier(model_config, num_classes, protocol)
+        clf = build_classifier(model_config, num_classes, protocol, compute)
         if source is not None:
             transfer_encoder(source, clf.encoder)
         if protocol.protocol == "linear":

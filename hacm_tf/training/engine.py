@@ -12,9 +12,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import tensorflow as tf
 
-from hacm_tf.config import ConfigError
+from hacm_tf.config import ComputeConfig, ConfigError
 
-NONFINITE_POLICIES = ("stop", "skip")
 NONFINITE_MESSAGE = "non-finite loss or gradient"
 
 
@@ -42,12 +41,14 @@ class PretrainEngine:
     """
 
     def __init__(self, micro_batches: int = 1, jit_compile: bool = False, nonfinite: str = "stop"):
-        if micro_batches < 1:
-            raise ConfigError(f"micro_batches: must be positive, got {micro_batches}")
-        if nonfinite not in NONFINITE_POLICIES:
-            raise ConfigError(f"nonfinite: must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        ComputeConfig(micro_batches=micro_batches, nonfinite=nonfinite).validate()
         self.micro_batches, self.jit_compile, self.nonfinite = int(micro_batches), bool(jit_compile), nonfinite
         self._compiled = {}
+
+    @classmethod
+    def from_config(cls, compute: ComputeConfig) -> "PretrainEngine":
+        """The engine of a ComputeConfig (micro_batches, jit_compile, nonfinite)."""
+        return cls(compute.micro_batches, compute.jit_compile, compute.nonfinite)
 
     def __repr__(self):
         return (f"PretrainEngine(micro_batches={self.micro_batches}, jit_compile={self.jit_compile}, "

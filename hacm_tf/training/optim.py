@@ -12,7 +12,7 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable("hacm_tf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Per-step schedule with fractional epoch e = step / steps_per_epoch (REFERENCE.md 6):
+    """Per-step schedule with fractional epoch e = step / steps_per_epoch (docs/official_code.md §5):
     lr * e / W while e < W, then min_lr + (lr - min_lr) * (1 + cos(pi (e - W) / (E - W))) / 2."""
 
     def __init__(self, lr: float, min_lr: float, warmup_epochs: float, epochs: float, steps_per_epoch: int,
@@ -112,7 +112,7 @@ class GroupedOptimizer(tf.Module):
 def layerwise_adamw(model_variables: Sequence, paths: Sequence[str], depth: int, decay: float,
                     schedule_for_scale: Callable[[float], object], weight_decay: float = 0.05,
                     beta_1: float = 0.9, beta_2: float = 0.999, exclude: Callable = no_decay) -> GroupedOptimizer:
-    """AdamW with layer-wise lr decay ``decay ** (depth + 1 - layer)`` (REFERENCE.md 6, fine-tuning)."""
+    """AdamW with layer-wise lr decay ``decay ** (depth + 1 - layer)`` (docs/official_code.md §5, fine-tuning)."""
     scales = layer_decay_scales(paths, depth, decay)
     groups: Dict[float, list] = {}
     for v, p in zip(model_variables, paths):

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hacm_tf.config import ConfigError, DataConfig, ModelConfig, MonitorConfig, TrainConfig
+from hacm_tf.config import ComputeConfig, ConfigError, DataConfig, ModelConfig, MonitorConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
 from hacm_tf.models.pretrainer import MaskedPretrainer
 from hacm_tf.training.engine import PretrainEngine, check_micro_batching
@@ -36,6 +36,14 @@ def check_data_for_model(info: dict, data_dir: str, model: ModelConfig):
                          f"{get_layout(model.layout).num_joints}")
 
 
+def check_determinism(compute: ComputeConfig):
+    """``compute.deterministic`` needs TF op determinism, a process-wide switch the caller turns on
+    (``tf.config.experimental.enable_op_determinism()``; the scripts do it for --deterministic)."""
+    if compute.deterministic and not tf.config.experimental.is_op_determinism_enabled():
+        raise ConfigError("deterministic: call tf.config.experimental.enable_op_determinism() first (a "
+                          "process-wide switch)")
+
+
 def mask_image(mask_grid: np.ndarray) -> np.ndarray:
     """[B, T', V'] masks -> one [1, V' * rows, T', 1] image: white = visible, black = masked."""
     rows = [1.0 - mask_grid[i].T for i in range(min(4, mask_grid.shape[0]))]   # [V', T'] each
@@ -46,45 +54,47 @@ def mask_image(mask_grid: np.ndarray) -> np.ndarray:
 
 def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config: DataConfig,
              train_config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, seed: int = 0,
-             extra_config: Optional[dict] = None, monitor: Optional[MonitorConfig] = None) -> dict:
+             extra_config: Optional[dict] = None, monitor: Optional[MonitorConfig] = None,
+             compute: Optional[ComputeConfig] = None) -> dict:
     """Pretrains a MaskedPretrainer; resumes from ``workdir`` when it holds a run of the same config.
 
     The training pipeline yields skeletons only: labels never reach the model. ``monitor`` (optional)
     scores the frozen encoder with a kNN read-out on a labelled dataset every few epochs
     (``eval_knn1_top1`` / ``eval_knn20_top1`` in metrics.json and TensorBoard); it does not change the
-    training (not part of the run's config).
+    training (not part of the run's config). ``compute`` (ComputeConfig(), default) chooses how the
+    steps are computed; a run resumes under other compute settings.
 
     Returns the final metrics (also in ``workdir/metrics.json``).
     """
     model_config.validate(), data_config.validate(), train_config.validate()
     if data_config.window != model_config.window:
         raise ValueError(f"data window {data_config.window} differs from the model window {model_config.window}")
-    if train_config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    compute = (compute or ComputeConfig()).validate()
+    check_determinism(compute)
     strategy = strategy or tf.distribute.get_strategy()
-    parts = train_config.micro_batches * strategy.num_replicas_in_sync
+    parts = compute.micro_batches * strategy.num_replicas_in_sync
     if data_config.batch_size % parts:
         raise ConfigError(f"batch_size {data_config.batch_size} is not divisible by micro_batches x replicas = "
-                          f"{train_config.micro_batches} x {strategy.num_replicas_in_sync}")
-    check_micro_batching(model_config, train_config.micro_batches)
+                          f"{compute.micro_batches} x {strategy.num_replicas_in_sync}")
+    check_micro_batching(model_config, compute.micro_batches)
     info = tfrecord.load_info(data_dir)
     check_data_for_model(info, data_dir, model_config)
     spe = steps_per_epoch(info["splits"]["train"], data_config.batch_size, train_config.steps_per_epoch)
     check_workdir_config(workdir, {"stage": "pretrain", "model": model_config.to_dict(),
                                    "data": data_config.to_dict(), "train": train_config.to_dict(),
-                                   "seed": seed, "data_dir_dataset": info["dataset"], **(extra_config or {})})
+                                   "seed": seed, "data_dir_dataset": info["dataset"], "compute": compute.to_dict(),
+                                   **(extra_config or {})})
     keras.utils.set_random_seed(seed)                 # initial weights depend on the seed only
     with strategy.scope():
-        model = MaskedPretrainer(model_config.to_dict(), seed=seed)
+        model = MaskedPretrainer(model_config.to_dict(), seed=seed, **compute.layer_kwargs)
         model.build()
         schedule = optim.WarmupCosine(train_config.lr, train_config.min_lr, train_config.warmup_epochs,
                                       train_config.epochs, spe)
         opt = optim.adamw(schedule, model.trainable_variables, train_config.weight_decay,
                           train_config.beta_1, train_config.beta_2)
-        model.compile(optimizer=opt, engine=PretrainEngine(train_config.micro_batches, train_config.jit_compile,
-                                                           train_config.nonfinite))
+        model.compile(optimizer=opt, engine=PretrainEngine.from_config(compute))
         opt.build(model.trainable_variables)
-        if (train_config.jit_compile and model_config.precision == "mixed_bfloat16"
+        if (compute.jit_compile and compute.precision == "mixed_bfloat16"
                 and not tf.config.list_physical_devices("GPU")):
             logging.warning("XLA on CPU runs bfloat16 matmuls without oneDNN: measured 1.9x slower than without "
                             "XLA at the paper's HA-CM size; pass --nojit_compile with --precision=mixed_bfloat16")

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from hacm_tf.config import migrate_run_config
 from hacm_tf.data.tfrecord import atomic_write_text
 from hacm_tf.training.engine import NONFINITE_MESSAGE
 from hacm_tf.training.strategy import is_chief, task_info
@@ -48,7 +49,8 @@ def seed_generators(model) -> List:
 
 
 def check_workdir_config(workdir: str, config: dict):
-    """Writes config.json, or checks that an existing run in ``workdir`` used the same config.
+    """Writes config.json, or checks that an existing run in ``workdir`` used the same config (its
+    "compute" settings may differ: they change how, not what, the run computes).
 
     Only the chief writes; other workers check an existing file."""
     try:
@@ -61,8 +63,8 @@ def check_workdir_config(workdir: str, config: dict):
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
-            old = json.load(f)
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            old = migrate_run_config(json.load(f))
+        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k) and k != "compute")
         if diff:
             details = "; ".join(f"{k}: {old.get(k)} -> {config.get(k)}" for k in diff)[:600]
             raise TrainingError(f"{workdir} holds a run with a different configuration ({details}); "

@@ -10,9 +10,9 @@ from tests.models import np_reference
 TINY = dict(window=24, dim=32, depth=2, heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4)
 
 
-def tiny(method="hacm", **kw):
+def tiny(method="hacm", precision="float32", **kw):
     cfg = ModelConfig(method=method, t_patch=3 if method == "hacm" else 4, **{**TINY, **kw}).validate()
-    m = MaskedPretrainer(cfg.to_dict(), seed=0)
+    m = MaskedPretrainer(cfg.to_dict(), seed=0, precision=precision)
     m.build()
     return m
 

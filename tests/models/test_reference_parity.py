@@ -46,7 +46,7 @@ def test_stage(run, key, ref_key, atol):
 
 def test_spatial_scores_well_conditioned_rows(run):
     ref, out, _ = run
-    # rows 0-2 agree closely; row 3 sits at the ball's boundary (REFERENCE.md 3.11): compared loosely
+    # rows 0-2 agree closely; row 3 sits at the ball's boundary (docs/official_code.md §3.2): compared loosely
     np.testing.assert_allclose(out["score_raw_s"][:3], ref["score_raw_s"][:3], rtol=2e-3)
     np.testing.assert_allclose(out["score_raw_s"][3], ref["score_raw_s"][3], rtol=0.3)
 

@@ -27,7 +27,7 @@ def pretrained(synthetic_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("pre")
     run("pretrain.py", "--flagfile=flags/smoke/pretrain_hacm.flags", f"--data_dir={synthetic_dir}",
         f"--workdir={work}", "--precision=mixed_bfloat16")
-    assert json.load(open(work / "config.json"))["model"]["precision"] == "mixed_bfloat16"
+    assert json.load(open(work / "config.json"))["compute"]["precision"] == "mixed_bfloat16"
     return str(work)
 
 
@@ -44,7 +44,7 @@ def test_linear_probe(pretrained, synthetic_dir, tmp_path):
     check_final(final, "linear", 54)
     cfg = json.load(open(tmp_path / "config.json"))
     assert cfg["model"]["window"] == 24 and cfg["pretrained"] == pretrained
-    assert cfg["model"]["precision"] == "float32"   # a compute setting: not inherited from the pretraining run
+    assert cfg["compute"]["precision"] == "float32"   # a compute setting: not inherited from the pretraining run
 
 
 def test_semi_supervised_fine_tune(pretrained, synthetic_dir, tmp_path):
@@ -52,7 +52,7 @@ def test_semi_supervised_fine_tune(pretrained, synthetic_dir, tmp_path):
                 f"--data_dir={synthetic_dir}", f"--workdir={tmp_path}", "--semi_ratio=0.5", "--semi_stratified",
                 "--precision=mixed_bfloat16")
     check_final(final, "finetune", 24)   # 6 classes x round(9 x 0.5)
-    assert json.load(open(tmp_path / "config.json"))["model"]["precision"] == "mixed_bfloat16"
+    assert json.load(open(tmp_path / "config.json"))["compute"]["precision"] == "mixed_bfloat16"
     from hacm_tf.training.downstream import load_classifier
 
     clf, _ = load_classifier(str(tmp_path))   # export / evaluate restore it in float32

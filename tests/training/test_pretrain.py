@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
+from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, TrainConfig
 from hacm_tf.models.pretrainer import MaskedPretrainer
 from hacm_tf.training import optim, run
-from hacm_tf.training.pretrain import pretrain
+from hacm_tf.training.pretrain import pretrain as pretrain_run
 from hacm_tf.training.engine import PretrainEngine
 from tests.conftest import REPO
+
+
+def pretrain(*args, **kwargs):
+    """pretrain() without XLA (compiling costs more than these short runs)."""
+    return pretrain_run(*args, **{"compute": ComputeConfig(jit_compile=False), **kwargs})
 
 TINY = dict(window=24, dim=32, depth=2, heads=4, decoder_dim=32, decoder_depth=1, decoder_heads=4)
 DATA = DataConfig(window=24, batch_size=8, min_crop_frames=16)
@@ -44,8 +49,7 @@ def test_mirrored_update_equals_single_device(method, xla):
 
 
 def test_pretraining_lowers_the_reconstruction_loss(synthetic_dir, tmp_path):
-    tc = TrainConfig(epochs=6, steps_per_epoch=5, lr=2e-3, min_lr=1e-4, warmup_epochs=1, log_every=5,
-                     jit_compile=False)
+    tc = TrainConfig(epochs=6, steps_per_epoch=5, lr=2e-3, min_lr=1e-4, warmup_epochs=1, log_every=5)
     pretrain(str(tmp_path), synthetic_dir, model_config("mae"), DATA, tc)
     hist = json.load(open(tmp_path / "metrics.json"))["history"]
     assert len(hist) == 6
@@ -56,7 +60,7 @@ def test_pretraining_lowers_the_reconstruction_loss(synthetic_dir, tmp_path):
 def test_resume_after_a_crash_is_exact(synthetic_dir, tmp_path, monkeypatch):
     cfg = model_config("hacm", drop_path=0.1)
     tc = TrainConfig(epochs=3, steps_per_epoch=4, lr=1e-3, min_lr=1e-4, warmup_epochs=1, checkpoint_every=3,
-                     log_every=2, jit_compile=False)
+                     log_every=2)
     pretrain(str(tmp_path / "straight"), synthetic_dir, cfg, DATA, tc, seed=5)
     keras.backend.clear_session()
 
@@ -87,7 +91,7 @@ def test_resume_after_a_crash_is_exact(synthetic_dir, tmp_path, monkeypatch):
 
 
 def test_a_workdir_with_another_config_is_rejected(synthetic_dir, tmp_path):
-    tc = TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0, jit_compile=False)
+    tc = TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0)
     pretrain(str(tmp_path), synthetic_dir, model_config("mae"), DATA, tc)
     with pytest.raises(run.TrainingError, match="different configuration.*method"):
         pretrain(str(tmp_path), synthetic_dir, model_config("mamp"), DATA, tc)
@@ -140,7 +144,7 @@ def test_a_failing_checkpoint_write_stops_with_the_reason_and_keeps_earlier_ones
                                                                                  monkeypatch):
     import errno
 
-    tc = TrainConfig(epochs=3, steps_per_epoch=2, warmup_epochs=0, jit_compile=False)
+    tc = TrainConfig(epochs=3, steps_per_epoch=2, warmup_epochs=0)
     original = tf.train.CheckpointManager.save
     calls = {"n": 0}
 
@@ -162,14 +166,17 @@ def test_a_failing_checkpoint_write_stops_with_the_reason_and_keeps_earlier_ones
 def test_micro_batches_run_and_must_divide_the_batch(synthetic_dir, tmp_path):
     from hacm_tf.config import ConfigError
 
+    def parts(k):
+        return ComputeConfig(micro_batches=k, jit_compile=False)
+
     with pytest.raises(ConfigError, match="micro_batches"):
         pretrain(str(tmp_path / "bad"), synthetic_dir, model_config("hacm"), DATA,
-                 TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0, micro_batches=3, jit_compile=False))
+                 TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0), compute=parts(3))
     assert not os.path.exists(tmp_path / "bad" / "checkpoints")
     with pytest.raises(ConfigError, match="drop_path"):
         pretrain(str(tmp_path / "bad"), synthetic_dir, model_config("hacm", drop_path=0.1), DATA,
-                 TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0, micro_batches=2, jit_compile=False))
+                 TrainConfig(epochs=1, steps_per_epoch=1, warmup_epochs=0), compute=parts(2))
     final = pretrain(str(tmp_path / "ok"), synthetic_dir, model_config("hacm"), DATA,
-                     TrainConfig(epochs=1, steps_per_epoch=2, warmup_epochs=0, micro_batches=2, jit_compile=False))
+                     TrainConfig(epochs=1, steps_per_epoch=2, warmup_epochs=0), compute=parts(2))
     assert final["steps"] == 2 and np.isfinite(final["last_epoch"]["loss"])
-    assert json.load(open(tmp_path / "ok" / "config.json"))["train"]["micro_batches"] == 2
+    assert json.load(open(tmp_path / "ok" / "config.json"))["compute"]["micro_batches"] == 2

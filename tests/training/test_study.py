@@ -40,12 +40,9 @@ def test_synthetic_preset_and_variants():
     model = study.model_config(cfg, study.VARIANTS["hacm_spatial_only"])
     assert model.method == "hacm" and not model.temporal_criterion and model.t_patch == 3
     assert study.model_config(cfg, study.VARIANTS["mamp"]).t_patch == 4
-    assert model.precision == "float32"
+    assert study.compute_config(cfg).precision == "float32"
     mixed = dataclasses.replace(cfg, precision="mixed_bfloat16")
-    data = study.DataConfig(window=cfg.window, batch_size=cfg.batch_size)
-    for protocol in ("linear", "semi10"):   # every stage of the study runs at the study's precision
-        run_model = study.protocol_configs(mixed, protocol, study.model_config(mixed, None), data)[0]
-        assert run_model.precision == "mixed_bfloat16"
+    assert study.compute_config(mixed).precision == "mixed_bfloat16"
 
 
 def test_protocol_configs_semi_schedule():
