@@ -4,7 +4,7 @@ from hacm_tf import skeleton
 
 
 def test_ntu25_hub_and_kept_joints_match_reference():
-    # REFERENCE.md 3.3 (b) and (c), 0-based, in the reference's order.
+    # docs/official_code.md §3 (joints), 0-based, in the reference's order.
     assert skeleton.NTU25.hub_joints == (0, 1, 4, 8, 12, 16, 20)
     assert skeleton.NTU25.kept_joints == (2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19, 21, 22, 23, 24)
 
