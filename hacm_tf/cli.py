@@ -7,13 +7,11 @@ import os
 import sys
 
 from hacm_tf.config import ConfigError
-from hacm_tf.errors import DataError, DatasetMismatchError
+from hacm_tf.errors import DataError, DatasetMismatchError, TrainingError
 
 
 def _user_errors():
     """Errors a user can act on: reported as one line, exit status 1, no traceback."""
-    from hacm_tf.training.run import TrainingError
-
     return (DataError, DatasetMismatchError, ConfigError, TrainingError, FileNotFoundError, ValueError)
 
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 
-import numpy as np
 
 from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, TrainConfig
 
@@ -52,10 +51,9 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     """Runs (or completes) the demo in ``out``; returns the summary (also ``out/summary.json``)."""
     import keras
 
-    from hacm_tf import evaluate, viz
+    from hacm_tf import evaluate, rundir, viz
     from hacm_tf.data import build, synthetic, tfrecord
-    from hacm_tf.export import export_saved_model, load_serving
-    from hacm_tf.data import pipeline
+    from hacm_tf.export import export_saved_model
     from hacm_tf.skeleton import NTU25
     from hacm_tf.training import downstream
     from hacm_tf.training.pretrain import pretrain
@@ -97,7 +95,7 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     pre = pretrain(paths["pretrain_hacm"], data, model, dcfg, pre_train, seed=cfg.seed,
                    compute=ComputeConfig(jit_compile=False))
     hist = json.load(open(os.path.join(paths["pretrain_hacm"], "metrics.json")))["history"]
-    evaluate.plot_curves(hist, ["loss", "loss_rec", "loss_cc"], os.path.join(paths["plots"], "pretrain_loss.png"),
+    viz.plot_curves(hist, ["loss", "loss_rec", "loss_cc"], os.path.join(paths["plots"], "pretrain_loss.png"),
                          "HA-CM pretraining")
     _plot_masks(paths["pretrain_hacm"], data, dcfg, os.path.join(paths["plots"], "hacm_masks.png"))
 
@@ -111,7 +109,7 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
         results[name] = downstream.train_classifier(paths[f"linprobe_{name}"], data, model, dcfg, probe,
                                                     downstream.ProtocolConfig("linear"), pretrained, seed=cfg.seed)
         h = json.load(open(os.path.join(paths[f"linprobe_{name}"], "metrics.json")))["history"]
-        evaluate.plot_curves(h, ["loss", "eval_loss", "top1", "eval_top1"],
+        viz.plot_curves(h, ["loss", "eval_loss", "top1", "eval_top1"],
                              os.path.join(paths["plots"], f"linprobe_{name}_curves.png"), f"linear probe ({name})")
 
     # 4. export the HA-CM classifier
@@ -119,26 +117,18 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     if not os.path.exists(version_dir):
         log("[4/6] exporting the HA-CM linear-probe classifier as a SavedModel")
         keras.backend.clear_session()
-        clf, run_cfg = downstream.load_classifier(paths["linprobe_hacm"])
+        clf, run_cfg = rundir.load_classifier(paths["linprobe_hacm"])
         export_saved_model(clf, run_cfg["class_names"], paths["export"], 1, 2, NTU25.num_joints)
     else:
         log("[4/6] SavedModel already exported")
 
     # 5. evaluate the SavedModel through its serving signature
     log("[5/6] evaluating the SavedModel on the test split")
-    loaded, serve = load_serving(version_dir)
-    classes = [c.decode() for c in loaded.class_names.numpy()]
-    logits, labels = [], []
-    for x, n, y, _ in pipeline.make_raw_dataset(data, "test", 32):
-        logits.append(serve(skeleton=x, num_frames=n)["logits"].numpy())
-        labels.append(y.numpy())
-    rep = evaluate.report(np.concatenate(logits), np.concatenate(labels), classes)
-    os.makedirs(paths["report"], exist_ok=True)
-    with open(os.path.join(paths["report"], "saved_model_test.json"), "w") as f:
-        json.dump(rep, f, indent=1)
-    evaluate.plot_confusion(np.array(rep["confusion_matrix"]), classes, os.path.join(paths["plots"], "confusion.png"),
-                            f"HA-CM linear probe, SavedModel, test: top-1 {100 * rep['top1']:.1f} %")
-    evaluate.plot_per_class(rep["per_class"], os.path.join(paths["plots"], "per_class.png"))
+    rep = evaluate.evaluate_model_path(version_dir, data, "test", 32)
+    figures = evaluate.write_report(rep, os.path.join(paths["report"], "saved_model_test.json"),
+                                    "HA-CM linear probe, SavedModel, test")
+    for name in ("confusion", "per_class"):
+        os.replace(figures[name], os.path.join(paths["plots"], f"{name}.png"))
 
     # 6. summary
     summary = {
@@ -183,7 +173,7 @@ def format_summary(s: dict) -> str:
 
 
 def _plot_masks(pretrain_dir: str, data: str, dcfg: DataConfig, path: str):
-    from hacm_tf.training.downstream import load_pretrainer
+    from hacm_tf.rundir import load_pretrainer
     from hacm_tf.viz import masks_figure
 
     model, _ = load_pretrainer(pretrain_dir)

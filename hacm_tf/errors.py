@@ -23,5 +23,9 @@ class DataError(ValueError):
         return (DataError, (self.path, self.problem, self.line))
 
 
+class TrainingError(RuntimeError):
+    """A run cannot go on (non-finite loss, incompatible workdir, unwritable disk)."""
+
+
 class DatasetMismatchError(ValueError):
     """A TFRecord directory does not match what the caller expects."""

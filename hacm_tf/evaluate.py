@@ -1,125 +1,77 @@
-"""Classification metrics, JSON reports and plots (confusion matrix, per-class accuracy)."""
+"""Evaluation of a trained classifier on a TFRecord split, as it will be served.
+
+``evaluate_model_path`` runs an exported SavedModel through its ``serving_default`` signature, or a
+linear-probe / fine-tune run's checkpoint through the same serving function, on raw clips (the
+evaluation crop and resize happen inside the graph), and returns the report of ``metrics.report``;
+``write_report`` stores it as JSON with its confusion-matrix and per-class figures.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+import json
+import os
+from typing import Callable, List, Tuple
 
 import numpy as np
+import tensorflow as tf
+
+from hacm_tf import metrics
 
 
-def predict(fn: Callable, dataset) -> Dict[str, np.ndarray]:
-    """Runs ``fn(skeleton) -> logits`` over a dataset of (skeleton, label[, name]) batches.
+def serving_function(model: str, num_joints: int) -> Tuple[Callable, List[str], str]:
+    """(fn(skeleton [b, T, M, V, 3], num_frames [b]) -> logits [b, K], class names, kind) of an exported
+    model (SavedModel version or base folder) or of a classifier run (run directory or checkpoint)."""
+    from hacm_tf import export
 
-    Returns {"logits" [n, K], "labels" [n], "names" [n] (when the dataset has them)}.
-    """
-    logits, labels, names = [], [], []
-    for batch in dataset:
-        logits.append(np.asarray(fn(batch[0])))
-        labels.append(np.asarray(batch[1]))
-        if len(batch) > 2:
-            names.extend(n.decode() for n in np.asarray(batch[2]))
-    out = {"logits": np.concatenate(logits) if logits else np.zeros([0, 0]),
-           "labels": np.concatenate(labels) if labels else np.zeros([0], np.int64)}
-    if names:
-        out["names"] = np.array(names)
-    return out
+    if export.is_saved_model(model):
+        loaded, serve = export.load_serving(model)
 
+        def fn(x, n):
+            return serve(skeleton=x, num_frames=tf.cast(n, tf.int32))["logits"]
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    if len(labels) == 0:
-        return float("nan")
-    k = min(k, logits.shape[1])
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+        return fn, [c.decode() for c in loaded.class_names.numpy()], "saved_model"
+    from hacm_tf.rundir import load_classifier
+
+    clf, cfg = load_classifier(model)
+    module = export.ServingModule(clf, cfg["class_names"], clf.cfg.num_persons, num_joints, cfg["data"]["eval_crop"],
+                                  cfg["data"]["velocity"])
+
+    def fn(x, n):
+        return module.serve(x, tf.cast(n, tf.int32))["logits"]
+
+    return fn, list(cfg["class_names"]), "checkpoint"
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """[K, K] counts, rows = true class, columns = predicted class."""
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(cm, (labels, predictions), 1)
-    return cm
+def evaluate_model_path(model: str, data_dir: str, split: str = "test", batch_size: int = 32) -> dict:
+    """Top-1, top-5, per-class accuracy and counts, confusion matrix of ``model`` on a split, with the
+    model's kind and path."""
+    from hacm_tf.data import pipeline, tfrecord
+
+    info = tfrecord.load_info(data_dir)
+    fn, classes, kind = serving_function(model, info["num_joints"])
+    if len(classes) != info["num_classes"]:
+        raise ValueError(f"the model has {len(classes)} classes, {data_dir} has {info['num_classes']}")
+    logits, labels = [], []
+    for x, n, y, _ in pipeline.make_raw_dataset(data_dir, split, batch_size):
+        logits.append(np.asarray(fn(x, n)))
+        labels.append(y.numpy())
+    rep = metrics.report(np.concatenate(logits), np.concatenate(labels), classes)
+    rep.update({"model": model, "model_kind": kind, "data_dir": data_dir, "split": split})
+    return rep
 
 
-def report(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:
-    """Top-1 / top-5 (fractions), per-class accuracy and counts, confusion matrix, sample count."""
-    k = len(class_names)
-    pred = np.argmax(logits, axis=1)
-    cm = confusion_matrix(labels, pred, k)
-    support = cm.sum(axis=1)
-    per_class = {class_names[c]: {"accuracy": (float(cm[c, c] / support[c]) if support[c] else None),
-                                  "samples": int(support[c])} for c in range(k)}
-    return {"samples": int(len(labels)), "top1": topk_accuracy(logits, labels, 1),
-            "top5": topk_accuracy(logits, labels, 5), "per_class": per_class, "confusion_matrix": cm.tolist()}
+def write_report(rep: dict, path: str, title: str = "") -> dict:
+    """Writes ``rep`` as JSON at ``path`` and ``<stem>_confusion.png`` / ``<stem>_per_class.png`` beside it;
+    returns the paths."""
+    from hacm_tf import viz
+    from hacm_tf.data.tfrecord import atomic_write_text
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str, title: Optional[str] = None):
-    """Row-normalised confusion matrix as a PNG."""
-    plt = _pyplot()
-    cm = np.asarray(cm, np.float64)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    k = len(class_names)
-    size = max(4.0, 0.28 * k + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(k) if k <= 60 else range(0, k, max(1, k // 30))
-    ax.set_xticks(list(ticks))
-    ax.set_yticks(list(ticks))
-    ax.set_xticklabels([class_names[i] for i in ticks], rotation=90, fontsize=6)
-    ax.set_yticklabels([class_names[i] for i in ticks], fontsize=6)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title(title or "confusion matrix (row-normalised)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_per_class(per_class: dict, path: str, title: Optional[str] = None):
-    """Horizontal bar chart of per-class accuracy."""
-    plt = _pyplot()
-    names = list(per_class)
-    acc = [per_class[n]["accuracy"] or 0.0 for n in names]
-    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.22 * len(names) + 1)))
-    ax.barh(range(len(names)), acc, color="tab:blue")
-    ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(names, fontsize=6)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy")
-    ax.set_title(title or "per-class accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_curves(history: Sequence[dict], keys: Sequence[str], path: str, title: str = ""):
-    """Training curves (one line per key present in the history entries) against the epoch."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k in keys:
-        pts = [(h["epoch"] + 1, h[k]) for h in history if k in h and h[k] is not None]
-        if pts:
-            ax.plot(*zip(*pts), marker=".", label=k)
-    ax.set_xlabel("epoch")
-    ax.legend(fontsize=7)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, json.dumps(rep, indent=1) + "\n")
+    stem = os.path.splitext(path)[0]
+    paths = {"report": path, "confusion": stem + "_confusion.png", "per_class": stem + "_per_class.png"}
+    classes = list(rep["per_class"])
+    viz.plot_confusion(np.array(rep["confusion_matrix"]), classes, paths["confusion"],
+                       f"{title or rep.get('split', '')}: top-1 {100 * rep['top1']:.1f} %")
+    viz.plot_per_class(rep["per_class"], paths["per_class"])
+    return paths

@@ -98,9 +98,31 @@ def export_saved_model(classifier, class_names: Sequence[str], export_dir: str, 
     return target
 
 
+def resolve_saved_model(path: str) -> str:
+    """The SavedModel folder of ``path``: a version folder itself, or, for a TF Serving base folder, its
+    highest numeric version (as TF Serving chooses). Raises FileNotFoundError when neither holds one."""
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [v for v in (tf.io.gfile.listdir(path) if tf.io.gfile.isdir(path) else [])
+                if v.strip("/").isdigit() and tf.io.gfile.exists(os.path.join(path, v.strip("/"), "saved_model.pb"))]
+    if not versions:
+        raise FileNotFoundError(f"{path}: no saved_model.pb here or in a numeric version folder below it")
+    return os.path.join(path, max(versions, key=lambda v: int(v.strip("/"))).strip("/"))
+
+
+def is_saved_model(path: str) -> bool:
+    """Whether ``path`` is a SavedModel version folder or a base folder with one."""
+    try:
+        resolve_saved_model(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def load_serving(path: str):
-    """tf.saved_model.load of an exported version folder; returns (loaded, serving_default fn)."""
-    loaded = tf.saved_model.load(path)
+    """tf.saved_model.load of an exported version folder (or a base folder: its highest version); returns
+    (loaded, serving_default fn)."""
+    loaded = tf.saved_model.load(resolve_saved_model(path))
     return loaded, loaded.signatures["serving_default"]
 
 

@@ -89,6 +89,22 @@ def encoder_embed_fn(encoder):
     return fn
 
 
+def run_embeddings(path: str, data_dir: str, split: str = "test", batch_size: int = 64):
+    """(embeddings [N, D], labels [N], run config) of a split through a run's encoder: a pretraining run's
+    pooled encoder features, or a classifier run's ``embed`` (its head's input), with the run's evaluation
+    transform."""
+    from hacm_tf import rundir
+
+    cfg = rundir.read_run_config(rundir.resolve_checkpoint(path)[0])
+    if cfg["stage"] == "pretrain":
+        fn = encoder_embed_fn(rundir.load_pretrained_encoder(path)[0])
+    else:
+        fn = rundir.load_classifier(path)[0].embed
+    data = DataConfig.from_dict(cfg["data"])
+    feats, labels = embed_split(fn, data_dir, split, data.window, batch_size, data.eval_crop, data.velocity)
+    return feats, labels, cfg
+
+
 def raw_features(x: np.ndarray) -> np.ndarray:
     """Raw-coordinate clip features: [N, T, M, V, 3] -> [N, 2 * T * M * V * 3], positions then
     velocities (frame differences, the last frame's repeated)."""

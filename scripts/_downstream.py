@@ -26,9 +26,9 @@ def model_config(FLAGS):
     """The pretrained run's architecture, with flags given explicitly taking precedence."""
     if not FLAGS.pretrained:
         return cli.config_from_flags(ModelConfig, FLAGS)
-    from hacm_tf.training.downstream import read_run_config, resolve_checkpoint
+    from hacm_tf import rundir
 
-    base = read_run_config(resolve_checkpoint(FLAGS.pretrained)[0])["model"]
+    base = rundir.model_config(FLAGS.pretrained).to_dict()
     explicit = {k: v for k, v in cli.config_from_flags(ModelConfig, FLAGS).to_dict().items() if FLAGS[k].present}
     return ModelConfig.from_dict({**base, **explicit})
 

@@ -34,11 +34,8 @@ MAMP_SIZES = dict(window=120, t_patch=4)
 
 def main(argv):
     del argv
-    import tensorflow as tf
-
-    from hacm_tf import convert
+    from hacm_tf import convert, rundir
     from hacm_tf.data.build import class_names_from_file
-    from hacm_tf.training.run import check_workdir_config
 
     overrides = {}
     if not FLAGS["hacm_mode"].present and FLAGS.method == "hacm":
@@ -52,15 +49,11 @@ def main(argv):
     run_config = {"stage": FLAGS.model if FLAGS.model != "pretrainer" else "pretrain", "model": config.to_dict(),
                   "data": data, "converted_from": os.path.abspath(FLAGS.input)}
     if FLAGS.model != "pretrainer":
-        from hacm_tf.training.downstream import ProtocolConfig
+        from hacm_tf.config import ProtocolConfig
 
         run_config.update(num_classes=FLAGS.num_classes, protocol=ProtocolConfig(protocol=FLAGS.model).__dict__,
                           class_names=class_names_from_file(FLAGS.class_names_file, FLAGS.num_classes))
-    if os.path.exists(os.path.join(FLAGS.output, "config.json")):
-        raise ValueError(f"{FLAGS.output} already holds a run; choose a new --output")
-    check_workdir_config(FLAGS.output, run_config)
-    path = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(FLAGS.output, "checkpoints"),
-                                      max_to_keep=1).save(checkpoint_number=0)
+    path = rundir.write_converted_run(FLAGS.output, run_config, model)
     print(json.dumps({"output": FLAGS.output, "checkpoint": path, "loaded": len(report.loaded),
                       "unused": report.unused, "missing": report.missing}))
 

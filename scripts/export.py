@@ -38,7 +38,7 @@ def main(argv):
         raise ValueError("give --workdir or --checkpoint")
     from hacm_tf.export import export_saved_model
     from hacm_tf.skeleton import get_layout
-    from hacm_tf.training.downstream import load_classifier
+    from hacm_tf.rundir import load_classifier
 
     if FLAGS.format == "onnx" and FLAGS.precision != "float32":
         raise ValueError("--format=onnx needs --precision=float32 (ONNX Runtime's CPU kernels have no bfloat16 "

@@ -33,6 +33,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from hacm_tf import rundir
     from hacm_tf.training import frozen
 
     if FLAGS.check_probe:
@@ -44,7 +45,7 @@ def main(argv):
     else:
         if not FLAGS.pretrained:
             raise ValueError("give --pretrained=RUN (or --raw --window=N)")
-        config = frozen.pretrained_model_config(FLAGS.pretrained) if FLAGS.random_init else None
+        config = rundir.model_config(FLAGS.pretrained) if FLAGS.random_init else None
         result = frozen.frozen_readout(FLAGS.data_dir, FLAGS.pretrained if not FLAGS.random_init else None,
                                        config, FLAGS.seed, FLAGS.logreg, FLAGS.diagnostics)
     if FLAGS.output:

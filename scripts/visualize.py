@@ -39,7 +39,6 @@ def main(argv):
     del argv
     import json
 
-    import numpy as np
 
     from hacm_tf import skeleton, viz
 
@@ -69,46 +68,25 @@ def main(argv):
                            FLAGS.output, titles=[info["class_names"][k] for k in labels])
     elif FLAGS.what == "masks":
         need("workdir", "data_dir")
+        from hacm_tf import rundir
         from hacm_tf.config import DataConfig
-        from hacm_tf.training.downstream import load_pretrainer, read_run_config
 
-        model, _ = load_pretrainer(FLAGS.workdir)
-        data = DataConfig.from_dict(read_run_config(FLAGS.workdir)["data"])
+        model, _ = rundir.load_pretrainer(FLAGS.workdir)
+        data = DataConfig.from_dict(rundir.read_run_config(FLAGS.workdir)["data"])
         viz.masks_figure(model, FLAGS.data_dir, data, FLAGS.output, sequences=FLAGS.max_rows, seed=FLAGS.seed)
     elif FLAGS.what == "embeddings":
         need("workdir", "data_dir")
-        import tensorflow as tf
+        from hacm_tf.data import tfrecord
+        from hacm_tf.readout import run_embeddings
 
-        from hacm_tf.config import DataConfig
-        from hacm_tf.data import pipeline, tfrecord
-        from hacm_tf.models.encoder import fold_persons
-        from hacm_tf.training import downstream
-
-        cfg = downstream.read_run_config(FLAGS.workdir)
-        if cfg["stage"] == "pretrain":
-            model, _ = downstream.load_pretrainer(FLAGS.workdir)
-
-            def embed(x):
-                h = model.encoder(fold_persons(x))                                  # [N*M, L, D]
-                return tf.reduce_mean(tf.reshape(h, [tf.shape(x)[0], -1, h.shape[-1]]), axis=1)
-        else:
-            model, _ = downstream.load_classifier(FLAGS.workdir)
-            embed = model.embed
-        info = tfrecord.load_info(FLAGS.data_dir)
-        ds = pipeline.make_dataset(FLAGS.data_dir, FLAGS.split, DataConfig.from_dict(cfg["data"]), training=False)
-        feats, labels = [], []
-        for x, y in ds:
-            feats.append(embed(x).numpy())
-            labels.append(y.numpy())
-        viz.plot_embeddings(np.concatenate(feats), np.concatenate(labels), info["class_names"], FLAGS.output,
+        feats, labels, cfg = run_embeddings(FLAGS.workdir, FLAGS.data_dir, FLAGS.split)
+        viz.plot_embeddings(feats, labels, tfrecord.load_info(FLAGS.data_dir)["class_names"], FLAGS.output,
                             f"{cfg['stage']} encoder, {FLAGS.split} split (PCA)")
     else:
         need("workdir")
-        from hacm_tf.evaluate import plot_curves
-
         hist = json.load(open(os.path.join(FLAGS.workdir, "metrics.json")))["history"]
         keys = [k for k in ("loss", "loss_rec", "loss_cc", "top1", "eval_top1", "eval_loss") if k in hist[0]]
-        plot_curves(hist, keys, FLAGS.output, os.path.basename(os.path.normpath(FLAGS.workdir)))
+        viz.plot_curves(hist, keys, FLAGS.output, os.path.basename(os.path.normpath(FLAGS.workdir)))
     print(FLAGS.output)
 
 

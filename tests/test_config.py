@@ -6,7 +6,8 @@ import pytest
 
 from hacm_tf.config import (ComputeConfig, ConfigError, DataConfig, ModelConfig, MonitorConfig, TrainConfig,
                             migrate_run_config)
-from hacm_tf.training.run import TrainingError, check_workdir_config
+from hacm_tf.errors import TrainingError
+from hacm_tf.rundir import check_workdir_config
 
 
 @pytest.mark.parametrize("cls,field,value", [

@@ -61,7 +61,7 @@ def test_shape_mismatch_and_missing_keys_are_reported(encoder_state):
 
 
 def test_convert_script_output_is_a_pretrained_run(tmp_path):
-    from hacm_tf.training.downstream import load_pretrained_encoder
+    from hacm_tf.rundir import load_pretrained_encoder
 
     src = shared_path("reference_outputs", "hacm_pretrain_state.npz")
     out = tmp_path / "converted"

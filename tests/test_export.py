@@ -13,6 +13,7 @@ import tensorflow as tf
 from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
 from hacm_tf.data import augment, pipeline
 from hacm_tf.export import export_saved_model, load_serving
+from hacm_tf import rundir
 from hacm_tf.training import downstream
 from tests.conftest import REPO
 
@@ -26,7 +27,7 @@ def exported(synthetic_dir, tmp_path_factory):
                                 min_crop_frames=16), TrainConfig(epochs=1, steps_per_epoch=2, lr=0.1, min_lr=0,
                                 warmup_epochs=0, weight_decay=0),
                                 downstream.ProtocolConfig("linear"))
-    clf, cfg = downstream.load_classifier(work)
+    clf, cfg = rundir.load_classifier(work)
     out = str(tmp_path_factory.mktemp("export"))
     path = export_saved_model(clf, cfg["class_names"], out, 3, 2, 25)
     return clf, cfg, path, work
@@ -60,7 +61,7 @@ def test_reloaded_saved_model_matches_the_keras_model(exported, synthetic_dir):
 
 def test_mixed_bfloat16_export_agrees_with_float32_to_rounding(exported, synthetic_dir, tmp_path):
     _, cfg, path, work = exported
-    clf, _ = downstream.load_classifier(work, "mixed_bfloat16")
+    clf, _ = rundir.load_classifier(work, "mixed_bfloat16")
     assert clf.encoder.blocks[0].fc1.compute_dtype == "bfloat16"
     mixed = export_saved_model(clf, cfg["class_names"], str(tmp_path), 1, 2, 25)
     x, n, _ = raw_batch(synthetic_dir)
@@ -167,7 +168,7 @@ def test_evaluate_script_on_saved_model_and_checkpoint(exported, synthetic_dir, 
     _, _, path, work = exported
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     results = []
-    for model in (path, work):
+    for model in (os.path.dirname(path), work):   # the TF Serving base folder (its version 3) and the run
         report = tmp_path / f"{len(results)}" / "report.json"
         r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), f"--model={model}",
                             f"--data_dir={synthetic_dir}", f"--report={report}"], capture_output=True, text=True,
@@ -179,6 +180,7 @@ def test_evaluate_script_on_saved_model_and_checkpoint(exported, synthetic_dir, 
         assert os.path.exists(str(report).replace(".json", "_confusion.png"))
         assert os.path.exists(str(report).replace(".json", "_per_class.png"))
         results.append(rep)
+    assert results[0]["model_kind"] == "saved_model" and results[1]["model_kind"] == "checkpoint"
     assert results[0]["top1"] == results[1]["top1"]
     final = json.load(open(os.path.join(work, "metrics.json")))["final"]
     assert final["last_epoch_top1"] == pytest.approx(results[0]["top1"])
@@ -203,3 +205,17 @@ def test_onnx_export_matches_the_saved_model(exported, synthetic_dir, tmp_path):
     for k in ("logits", "probabilities", "embedding"):
         np.testing.assert_allclose(got[k], ref[k].numpy(), atol=1e-5)
     np.testing.assert_array_equal(got["top_k_classes"], ref["top_k_classes"].numpy())
+
+
+def test_a_base_folder_resolves_to_its_highest_numeric_version(tmp_path):
+    from hacm_tf.export import is_saved_model, resolve_saved_model
+
+    for version in ("1", "2", "10", "tmp"):
+        os.makedirs(tmp_path / version)
+        (tmp_path / version / "saved_model.pb").write_bytes(b"")
+    os.makedirs(tmp_path / "11")                       # a version folder still being written: no saved_model.pb
+    assert resolve_saved_model(str(tmp_path)) == str(tmp_path / "10")
+    assert resolve_saved_model(str(tmp_path / "2")) == str(tmp_path / "2")
+    assert not is_saved_model(str(tmp_path / "11"))
+    with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
+        resolve_saved_model(str(tmp_path / "11"))

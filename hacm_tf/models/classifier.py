@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from hacm_tf.config import ModelConfig
+from hacm_tf.config import ComputeConfig, ModelConfig, ProtocolConfig
 from hacm_tf.layers.transformer import dense
 from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
 
@@ -134,3 +134,14 @@ class ActionClassifier(keras.Model):
         return {"config": self.config, "num_classes": self.num_classes, "head": self.head,
                 "dropout": self.dropout_rate, "label_smoothing": self.label_smoothing, "remat": self.remat,
                 "precision": self.precision}
+
+
+def build_classifier(model_config: ModelConfig, num_classes: int, protocol: ProtocolConfig,
+                     compute: ComputeConfig = None) -> ActionClassifier:
+    """The built ActionClassifier of a protocol (linear or fine-tune head) under ``compute``'s layer settings."""
+    finetune = protocol.protocol == "finetune"
+    clf = ActionClassifier(model_config.to_dict(), num_classes, head="finetune" if finetune else "linear",
+                           dropout=protocol.dropout, label_smoothing=protocol.label_smoothing if finetune else 0.0,
+                           **(compute or ComputeConfig()).layer_kwargs)
+    clf.build()
+    return clf

@@ -8,87 +8,28 @@ differs, and incompatible encoders are rejected with the reason.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import weakref
-from typing import Optional, Tuple
+from typing import Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hacm_tf.config import (PROTOCOLS, ComputeConfig, DataConfig, ModelConfig, ProtocolConfig, TrainConfig,
-                            migrate_run_config)
+from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, ProtocolConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
-from hacm_tf.evaluate import predict, topk_accuracy
-from hacm_tf.models.classifier import ActionClassifier
+from hacm_tf.errors import TrainingError
+from hacm_tf.metrics import predict, topk_accuracy
+from hacm_tf.models.classifier import build_classifier
 from hacm_tf.models.encoder import SkeletonEncoder
-from hacm_tf.models.pretrainer import MaskedPretrainer
+from hacm_tf.rundir import check_workdir_config, load_pretrained_encoder
 from hacm_tf.training import optim
 from hacm_tf.training.pretrain import check_data_for_model, steps_per_epoch
-from hacm_tf.training.run import Run, TrainingError, check_workdir_config
+from hacm_tf.training.run import Run
 
 ARCHITECTURE_FIELDS = ("method", "layout", "dim", "depth", "heads", "mlp_ratio", "t_patch", "hyperbolic",
                        "curvature", "clip_radius")
-
-
-def read_run_config(workdir: str) -> dict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{workdir}: no config.json (not a hacm_tf run directory)")
-    with open(path) as f:
-        return migrate_run_config(json.load(f))
-
-
-def resolve_checkpoint(path: str) -> Tuple[str, str]:
-    """(run directory, checkpoint prefix) from a run directory or a checkpoint prefix inside one."""
-    if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
-        if latest is None:
-            raise FileNotFoundError(f"{path}: no checkpoint in {os.path.join(path, 'checkpoints')}")
-        return path, latest
-    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if not tf.io.gfile.exists(path + ".index"):
-        raise FileNotFoundError(f"{path}: no such checkpoint (expected {path}.index)")
-    return run_dir, path
-
-
-def load_pretrainer(path: str) -> Tuple[MaskedPretrainer, ModelConfig]:
-    """Restores a pretraining (or converted) run's MaskedPretrainer; returns it with its ModelConfig."""
-    run_dir, ckpt = resolve_checkpoint(path)
-    cfg = read_run_config(run_dir)
-    if cfg.get("stage") != "pretrain":
-        raise ValueError(f"{run_dir} is a {cfg.get('stage')!r} run, not a pretraining run")
-    model_cfg = ModelConfig.from_dict(cfg["model"])
-    model = MaskedPretrainer(model_cfg.to_dict())
-    model.build()
-    tf.train.Checkpoint(model=model).restore(ckpt).expect_partial().assert_existing_objects_matched()
-    logging.info("loaded %s (%s)", ckpt, model_cfg.method)
-    return model, model_cfg
-
-
-def load_pretrained_encoder(path: str) -> Tuple[SkeletonEncoder, ModelConfig]:
-    """The encoder of a pretraining (or converted) run, with its ModelConfig."""
-    model, model_cfg = load_pretrainer(path)
-    return model.encoder, model_cfg
-
-
-def load_classifier(path: str, precision: str = "float32") -> Tuple[ActionClassifier, dict]:
-    """Restores a linear-probe / fine-tune run's classifier; returns it with the run's config dict.
-
-    ``precision``: the compute precision of the restored model (ComputeConfig.precision), float32 by
-    default whatever the run trained with (the weights are float32 either way)."""
-    run_dir, ckpt = resolve_checkpoint(path)
-    cfg = read_run_config(run_dir)
-    if cfg.get("stage") not in PROTOCOLS:
-        raise ValueError(f"{run_dir} is a {cfg.get('stage')!r} run; export and evaluate need a linear-probe or "
-                         "fine-tune run")
-    proto = ProtocolConfig(**cfg["protocol"])
-    model_cfg = ModelConfig.from_dict(cfg["model"])
-    clf = build_classifier(model_cfg, cfg["num_classes"], proto, ComputeConfig(precision=precision).validate())
-    tf.train.Checkpoint(model=clf).restore(ckpt).expect_partial().assert_existing_objects_matched()
-    return clf, cfg
 
 
 def resize_temporal(embedding: np.ndarray, patches: int) -> np.ndarray:
@@ -127,17 +68,6 @@ def evaluate_model(model, data_dir: str, data_config: DataConfig, split: str = "
     loss = float(np.mean(model.loss_fn(tf.constant(out["labels"]), tf.constant(out["logits"])).numpy()))
     return {"top1": topk_accuracy(out["logits"], out["labels"], 1),
             "top5": topk_accuracy(out["logits"], out["labels"], 5), "loss": loss, "samples": len(out["labels"])}
-
-
-def build_classifier(model_config: ModelConfig, num_classes: int, protocol: ProtocolConfig,
-                     compute: Optional[ComputeConfig] = None) -> ActionClassifier:
-    """The built ActionClassifier of a protocol (linear or fine-tune head) under ``compute``'s layer settings."""
-    clf = ActionClassifier(model_config.to_dict(), num_classes, head="linear" if protocol.protocol == "linear"
-                           else "finetune", dropout=protocol.dropout,
-                           label_smoothing=protocol.label_smoothing if protocol.protocol == "finetune" else 0.0,
-                           **(compute or ComputeConfig()).layer_kwargs)
-    clf.build()
-    return clf
 
 
 def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, data_config: DataConfig,

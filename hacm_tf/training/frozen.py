@@ -16,7 +16,7 @@ from hacm_tf import readout
 from hacm_tf.config import ModelConfig
 from hacm_tf.data import tfrecord
 from hacm_tf.models.encoder import SkeletonEncoder
-from hacm_tf.training.downstream import load_pretrained_encoder, read_run_config, resolve_checkpoint
+from hacm_tf.rundir import load_classifier, load_pretrained_encoder
 from hacm_tf.training.pretrain import check_data_for_model
 
 
@@ -80,11 +80,6 @@ def raw_coordinate_baseline(data_dir: str, window: int) -> dict:
     return out
 
 
-def pretrained_model_config(pretrained: str) -> ModelConfig:
-    """The architecture of a pretraining run (its ModelConfig)."""
-    return ModelConfig.from_dict(read_run_config(resolve_checkpoint(pretrained)[0])["model"])
-
-
 def write_json(path: str, result: dict):
     from hacm_tf.data.tfrecord import atomic_write_text
 
@@ -97,7 +92,7 @@ def linear_probe_check(linear_run: str, data_dir: str, batch_size: int = 64) -> 
     embeddings (l2 by 3-fold validation on train): a probe whose train top-1 stays far below the
     regression's is under-trained, not limited by its features."""
     from hacm_tf.config import DataConfig
-    from hacm_tf.training.downstream import evaluate_model, load_classifier
+    from hacm_tf.training.downstream import evaluate_model
 
     clf, cfg = load_classifier(linear_run)
     if cfg["stage"] != "linear":

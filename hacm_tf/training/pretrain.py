@@ -17,7 +17,8 @@ from hacm_tf.models.pretrainer import MaskedPretrainer
 from hacm_tf.training.engine import PretrainEngine, check_micro_batching
 from hacm_tf.skeleton import get_layout
 from hacm_tf.training import optim
-from hacm_tf.training.run import Run, check_workdir_config
+from hacm_tf.rundir import check_workdir_config
+from hacm_tf.training.run import Run
 
 
 def steps_per_epoch(train_samples: int, global_batch: int, configured: int = 0) -> int:

@@ -27,15 +27,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hacm_tf.config import migrate_run_config
 from hacm_tf.data.tfrecord import atomic_write_text
+from hacm_tf.errors import TrainingError
 from hacm_tf.training.engine import NONFINITE_MESSAGE
 from hacm_tf.training.strategy import is_chief, task_info
 from hacm_tf.utils import progress_bar
-
-
-class TrainingError(RuntimeError):
-    """A run cannot go on (non-finite loss, incompatible workdir, unwritable disk)."""
 
 
 def seed_generators(model) -> List:
@@ -46,32 +42,6 @@ def seed_generators(model) -> List:
             if all(sg is not f for f in found):
                 found.append(sg)
     return found
-
-
-def check_workdir_config(workdir: str, config: dict):
-    """Writes config.json, or checks that an existing run in ``workdir`` used the same config (its
-    "compute" settings may differ: they change how, not what, the run computes).
-
-    Only the chief writes; other workers check an existing file."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot create the workdir {workdir}: {e.strerror}") from None
-    if not os.access(workdir, os.W_OK):
-        raise TrainingError(f"the workdir {workdir} is not writable")
-    config = json.loads(json.dumps(config))        # tuples -> lists, as read back
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = migrate_run_config(json.load(f))
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k) and k != "compute")
-        if diff:
-            details = "; ".join(f"{k}: {old.get(k)} -> {config.get(k)}" for k in diff)[:600]
-            raise TrainingError(f"{workdir} holds a run with a different configuration ({details}); "
-                                "use a new --workdir or the same settings")
-        return
-    if is_chief():
-        atomic_write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
 
 class Run:

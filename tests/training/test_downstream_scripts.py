@@ -53,7 +53,7 @@ def test_semi_supervised_fine_tune(pretrained, synthetic_dir, tmp_path):
                 "--precision=mixed_bfloat16")
     check_final(final, "finetune", 24)   # 6 classes x round(9 x 0.5)
     assert json.load(open(tmp_path / "config.json"))["compute"]["precision"] == "mixed_bfloat16"
-    from hacm_tf.training.downstream import load_classifier
+    from hacm_tf.rundir import load_classifier
 
     clf, _ = load_classifier(str(tmp_path))   # export / evaluate restore it in float32
     assert clf.encoder.blocks[0].fc1.compute_dtype == "float32"
