@@ -107,12 +107,12 @@ def test_mixed_bfloat16_block_agrees_with_float32_to_bfloat16_rounding(remat, ji
 def test_micro_batches_give_the_full_batch_update(method, mode, jit):
     """Losses and gradients of 2 and 4 parts equal the whole batch's, HA-CM's batch-wide cross-contrast
     included (its first pass and the parts' surrogate terms)."""
-    from hacm_tf import bench
+    from hacm_tf.bench import measure
     from hacm_tf.config import ModelConfig
 
     cfg = ModelConfig(method=method, hacm_mode=mode, window=12, t_patch=3 if method == "hacm" else 4, dim=16,
                       depth=1, heads=2, decoder_dim=16, decoder_depth=1, decoder_heads=2, cc_weight=0.7).validate()
-    model, _, x = bench._pretrain_step(cfg, 4)
+    model, _, x = measure.pretrain_step(cfg, 4)
     noise = model.sample_noise(8)
 
     def loss_and_grads(parts):
@@ -136,11 +136,11 @@ def test_micro_batches_give_the_full_batch_update(method, mode, jit):
 
 
 def test_hacm_micro_batches_refuse_encoder_drop_path():
-    from hacm_tf import bench
+    from hacm_tf.bench import measure
     from hacm_tf.config import ModelConfig
 
     cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=2, decoder_dim=16,
                       decoder_depth=1, decoder_heads=2, drop_path=0.1).validate()
-    model, _, x = bench._pretrain_step(cfg, 4)
+    model, _, x = measure.pretrain_step(cfg, 4)
     with pytest.raises(ValueError, match="drop_path"):
         PretrainEngine(micro_batches=2).loss_and_grads(model, x, model.sample_noise(8))

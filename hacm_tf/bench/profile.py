@@ -1,0 +1,82 @@
+"""Where a step's kernel time goes: TensorFlow profiler traces summed by op type and category."""
+
+from __future__ import annotations
+
+import os
+import time
+
+# op type (substring of the kernel name) -> category, first match wins
+OP_CATEGORIES = (
+    ("matmul", ("MatMul", "Einsum", "Conv")),
+    ("softmax", ("Softmax",)),
+    ("gather / scatter / sort", ("Gather", "Scatter", "TopK", "Sort", "Unique")),
+    ("reduction", ("Sum", "Mean", "Max", "Min", "Prod", "Any", "All")),
+    ("layout (transpose, reshape, concat, cast)", ("Transpose", "Reshape", "Concat", "Slice", "Tile", "Pack",
+                                                   "Unpack", "Split", "Pad", "Identity", "Cast", "Fill",
+                                                   "BroadcastTo", "ZerosLike", "OnesLike", "Shape")),
+    ("variables / optimizer", ("Assign", "ReadVariable", "ResourceApply", "VarHandle")),
+)
+
+
+def op_category(op_type: str) -> str:
+    """Category of a kernel type for the time profile ("elementwise" when nothing else matches)."""
+    for category, keys in OP_CATEGORIES:
+        if any(k in op_type for k in keys):
+            return category
+    return "elementwise"
+
+
+def profile_op_times(fn, steps: int = 2, logdir: str = None) -> dict:
+    """Runs ``fn`` ``steps`` times under the TensorFlow profiler and sums the kernels' durations from
+    the trace (XSpace protobuf) by op type and category.
+
+    Op times of parallel kernels add up, so shares are of total kernel time, not of wall time. Use it
+    without XLA: XLA clusters hide the op types inside one kernel.
+    Returns {"wall_seconds", "op_seconds", "categories": {name: seconds}, "top_ops": [[type, seconds, count]]}.
+    """
+    import collections
+    import glob
+    import re
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    own = logdir is None
+    logdir = logdir or tempfile.mkdtemp(prefix="hacm_profile_")
+    try:
+        tf.profiler.experimental.start(logdir)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            wall = time.perf_counter() - t0
+        finally:
+            tf.profiler.experimental.stop()
+        paths = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
+        if not paths:
+            raise RuntimeError(f"the profiler wrote no trace under {logdir}")
+        space = xplane_pb2.XSpace()
+        with open(paths[-1], "rb") as f:
+            space.ParseFromString(f.read())
+    finally:
+        if own:
+            shutil.rmtree(logdir, ignore_errors=True)
+    kernel = re.compile(r"^[^:]+:([A-Za-z0-9_]+)$")   # "<op name>:<kernel type>"
+    seconds, counts = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                m = kernel.match(plane.event_metadata[event.metadata_id].name)
+                if m:
+                    seconds[m.group(1)] += event.duration_ps * 1e-12
+                    counts[m.group(1)] += 1
+    categories = collections.Counter()
+    for op_type, s in seconds.items():
+        categories[op_category(op_type)] += s
+    return {"wall_seconds": round(wall, 6), "op_seconds": round(sum(seconds.values()), 6),   # microseconds: a
+            "categories": {k: round(v, 6) for k, v in categories.most_common()},          # fast CPU's small
+            "top_ops": [[k, round(v, 6), counts[k]] for k, v in seconds.most_common(15)]}  # kernels stay > 0

@@ -1,0 +1,180 @@
+"""Benchmark suites: which configurations a suite measures, each in its own process, and their tables.
+
+A measured suite (pretrain, finetune, inference, profile, scale) runs every configuration as
+``python -m hacm_tf.bench '<spec JSON>'`` (``measure_one``), so each has its own peak memory, and
+reports it against this machine's matmul peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Callable, List, Optional, Sequence
+
+from hacm_tf.bench import measure, presets
+from hacm_tf.bench.timing import matmul_peak
+from hacm_tf.config import ComputeConfig
+
+MEASURED = ("pretrain", "finetune", "inference", "profile", "scale")
+RUNTIMES = ("keras", "keras+xla", "saved_model")
+TORCH_BLOCK = os.path.join(presets.REPO, "scripts", "torch_block.py")
+
+
+def measure_one(spec: dict) -> dict:
+    """One measurement in this process. ``spec``: kind (pretrain | finetune | inference | profile), method,
+    batch_size, steps, window (optional), runtime (inference), and the ComputeConfig fields remat,
+    precision, jit_compile, micro_batches."""
+    kind, method = spec["kind"], spec["method"]
+    changes = {"window": spec["window"]} if spec.get("window") else {}
+    cfg = presets.paper_model_config(method, finetune=kind == "finetune", **changes)
+    compute = ComputeConfig(**{k: spec[k] for k in ("remat", "precision", "jit_compile", "micro_batches")
+                               if k in spec}).validate()
+    batch, steps = spec["batch_size"], spec.get("steps")
+    if kind == "profile":
+        return measure.pretrain_profile(cfg, batch, steps or 2, compute=compute)
+    if kind == "pretrain":
+        return measure.pretrain_throughput(cfg, batch, steps or 3, compute=compute)
+    if kind == "finetune":
+        return measure.finetune_throughput(cfg, batch, steps or 3, compute=compute)
+    runtime = spec.get("runtime", "keras")
+    return measure.inference_throughput(cfg, batch, steps or 5, saved_model=runtime == "saved_model",
+                                        xla=runtime == "keras+xla", precision=compute.precision)
+
+
+def jobs(kind: str, methods: Sequence[str], batch_size: Optional[int] = None, xla: str = "both",
+         batch_sizes: Sequence[int] = (1, 64), scale_batches: Sequence[int] = (8, 16, 32, 64),
+         scale_windows: Sequence[int] = (36, 72, 108, 144)) -> List[dict]:
+    """The measurement specs of a measured suite (without the compute settings)."""
+    specs = []
+    for method in methods:
+        if kind == "pretrain":
+            specs += [dict(kind=kind, method=method, batch_size=batch_size or 32, jit_compile=x == "on")
+                      for x in (["off", "on"] if xla == "both" else [xla])]
+        elif kind == "finetune":
+            specs.append(dict(kind=kind, method=method, batch_size=batch_size or 32))
+        elif kind == "profile":
+            specs.append(dict(kind=kind, method=method, batch_size=batch_size or 8))
+        elif kind == "scale":
+            points = [(b, None) for b in scale_batches] + [(8, w) for w in scale_windows]
+            specs += [dict(kind="pretrain", method=method, batch_size=b, jit_compile=True, window=w)
+                      for b, w in dict.fromkeys(points)]
+        elif kind == "inference":
+            specs += [dict(kind=kind, method=method, batch_size=b, runtime=rt) for b in batch_sizes for rt in RUNTIMES]
+        else:
+            raise ValueError(f"unknown measured suite {kind!r}; use one of {MEASURED}")
+    return specs
+
+
+def run_in_process(spec: dict) -> dict:
+    """``measure_one(spec)`` in a fresh Python process (its own peak memory)."""
+    r = subprocess.run([sys.executable, "-m", "hacm_tf.bench", json.dumps(spec)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"benchmark {spec} failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def measured_suite(kind: str, specs: Sequence[dict], compute: ComputeConfig = ComputeConfig(),
+                   run: Callable[[dict], dict] = run_in_process, log: Callable[[str], None] = lambda line: None,
+                   plot: Optional[str] = None) -> dict:
+    """Runs ``specs`` (with ``compute``'s remat, precision and micro-batches) and adds each row's share of the
+    matmul peak measured first (and of the bfloat16 peak under mixed precision)."""
+    peak = matmul_peak()
+    peak_bf16 = matmul_peak(dtype="bfloat16") if compute.precision == "mixed_bfloat16" else None
+    rows = []
+    for spec in specs:
+        row = run({"remat": compute.remat, "precision": compute.precision, "micro_batches": compute.micro_batches,
+                   "jit_compile": False, **spec})
+        row["matmul_peak_gflops"] = round(peak, 1)
+        if "achieved_gflops" in row:
+            row["share_of_peak"] = round(row["achieved_gflops"] / peak, 3)
+            if peak_bf16:   # the blocks' matmuls run in bfloat16: their own, higher ceiling
+                row["matmul_peak_bf16_gflops"] = round(peak_bf16, 1)
+                row["share_of_bf16_peak"] = round(row["achieved_gflops"] / peak_bf16, 3)
+        rows.append(row)
+        log(json.dumps(row))
+    if kind == "scale" and plot:
+        from hacm_tf import viz
+
+        viz.plot_scale(rows, plot)
+    table = profile_markdown(rows) if kind == "profile" else markdown(rows)
+    return {"benchmark": kind, "matmul_peak_gflops": round(peak, 1), "rows": rows, "markdown": table}
+
+
+def data_suite(data_dir: Optional[str] = None, batch_size: int = 128, window: int = 72, steps: int = 20,
+               repeats: int = 3) -> dict:
+    """The input pipeline's samples/s, median of ``repeats`` (a synthetic set is built when no data_dir)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if data_dir is None:
+            from hacm_tf.data import build, synthetic
+
+            data_dir = os.path.join(tmp, "synthetic")
+            build.build_synthetic(data_dir, spec=synthetic.SyntheticSpec(replications=2), progress=False)
+        runs = [measure.data_throughput(data_dir, batch_size, window, steps) for _ in range(repeats)]
+    runs.sort(key=lambda r: r["samples_per_second"])
+    result = dict(runs[len(runs) // 2])
+    result["all_samples_per_second"] = [r["samples_per_second"] for r in runs]
+    return result
+
+
+def kernels_suite(batch_size: int = 32, steps: int = 7) -> dict:
+    """Each kernel of a transformer training step alone at the HA-CM decoder's shapes, against the peak."""
+    peak = matmul_peak()
+    rows = measure.kernel_rates(sequences=2 * batch_size, steps=steps)
+    lines = ["| kernel | shape | ms | GFLOP/s | share of matmul peak | GB/s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        share = ""
+        if "gflops" in r:
+            r["share_of_peak"] = round(r["gflops"] / peak, 3)
+            share = f"{100 * r['share_of_peak']:.0f} %"
+        lines.append(f"| {r['kernel']} | {r['shape']} | {r['ms']} | {r.get('gflops', '')} | {share} | "
+                     f"{r.get('gb_per_second', '')} |")
+    return {"benchmark": "kernels", "batch_size": batch_size, "matmul_peak_gflops": round(peak, 1), "rows": rows,
+            "markdown": "\n".join(lines)}
+
+
+def reference_suite(torch_python: str, batch_size: int = 32, steps: int = 5, torch_script: str = TORCH_BLOCK) -> dict:
+    """hacm_tf's TransformerBlock and the official PyTorch block (``torch_script`` run by ``torch_python``),
+    one training step each at the same shapes (two-person clips x 432 tokens x 256, 8 heads), each against
+    its own framework's matmul peak."""
+    shape = [2 * batch_size, 432, 256, 8]
+    tf_row = measure.block_training_rate(*shape, steps=steps)
+    tf_row["matmul_peak_gflops"] = round(matmul_peak(), 1)
+    r = subprocess.run([torch_python, torch_script, *map(str, shape)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{torch_python} {torch_script} failed: {r.stderr.strip()[-2000:]}")
+    rows = [tf_row, json.loads(r.stdout.strip().splitlines()[-1])]
+    lines = ["| framework | matmul peak GFLOP/s | block step ms | GFLOP/s | share of own peak | speed-up |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        row["share_of_peak"] = round(row["gflops"] / row["matmul_peak_gflops"], 3)
+        lines.append(f"| {row['framework']} | {row['matmul_peak_gflops']} | {row['ms']} | {row['gflops']} | "
+                     f"{100 * row['share_of_peak']:.0f} % | {rows[1]['ms'] / row['ms']:.2f}x |")
+    return {"benchmark": "reference", "shape": shape, "rows": rows, "markdown": "\n".join(lines)}
+
+
+def profile_markdown(rows: Sequence[dict]) -> str:
+    """One column per method: FLOP counts, then each category's share of kernel time."""
+    cats = list(dict.fromkeys(c for r in rows for c in r["op_time"]["categories"]))
+    lines = ["| | " + " | ".join(r["method"] for r in rows) + " |", "|" + "---|" * (len(rows) + 1),
+             "| GFLOPs/sample, analytic | " + " | ".join(str(r["gflops_per_sample"]) for r in rows) + " |",
+             "| GFLOPs/sample, TF profiler + einsum | " + " | ".join(str(r["profiled_gflops_per_sample"])
+                                                               for r in rows) + " |"]
+    for c in cats:
+        cells = [f"{100 * r['op_time']['categories'].get(c, 0) / r['op_time']['op_seconds']:.1f} %" for r in rows]
+        lines.append(f"| kernel time: {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(rows: Sequence[dict]) -> str:
+    """A Markdown table of the measured rows (shares in %)."""
+    keys = [k for k in ("method", "batch_size", "window", "tokens", "xla", "precision", "runtime", "ms_per_step",
+                        "ms_per_batch", "samples_per_second", "gflops_per_sample", "achieved_gflops", "share_of_peak",
+                        "share_of_bf16_peak", "peak_rss_gib") if k in rows[0]]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [f"{100 * r[k]:.0f} %" if k.startswith("share_of") else str(r[k]) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
