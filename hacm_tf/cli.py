@@ -112,7 +112,9 @@ def define_run_flags():
 
     flags.DEFINE_string("data_dir", None, "TFRecord directory with dataset_info.json.")
     flags.DEFINE_string("workdir", None, "Everything the run writes (resumes when it holds a run).")
-    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "Distribution strategy.")
+    from hacm_tf.training.strategy import STRATEGIES
+
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "Distribution strategy.")
     flags.DEFINE_integer("devices", 0, "mirrored on CPU: number of logical CPU devices (0: all local devices).")
     flags.DEFINE_integer("seed", 0, "Seed of weights, masks, data order and augmentation.")
 

@@ -15,8 +15,8 @@ import json
 from absl import flags, logging
 
 from hacm_tf import cli
+from hacm_tf.data import SOURCES
 
-SOURCES = ("ntu60", "ntu120", "pku1", "pku2", "npz", "ucla", "arrays", "synthetic")
 flags.DEFINE_enum("source", None, SOURCES, "Raw data format.")
 flags.DEFINE_string("input_dir", None, "Raw data folder(s), comma-separated (NTU-120: both folders); "
                     "for --source=npz the .npz file.")

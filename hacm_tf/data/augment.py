@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-EVAL_CROP = 0.95
-TRAIN_CROP = (0.5, 1.0)
-MIN_CROP_FRAMES = 64
-ROTATION_RANGE = 0.3
+from hacm_tf.config import DataConfig
+
+# the defaults of DataConfig (docs/official_code.md §2)
+EVAL_CROP = DataConfig.eval_crop
+TRAIN_CROP = DataConfig.train_crop
+MIN_CROP_FRAMES = DataConfig.min_crop_frames
+ROTATION_RANGE = DataConfig.rotation_range
 
 
 def valid_frame_count(x: tf.Tensor) -> tf.Tensor:

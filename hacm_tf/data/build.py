@@ -13,13 +13,12 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import hacm_tf
-from hacm_tf.data import ntu, npz, pku, synthetic, ucla, arrays
+from hacm_tf.data import SOURCES, arrays, npz, ntu, pku, synthetic, ucla  # noqa: F401  (SOURCES: what build_* read)
 from hacm_tf.data.tfrecord import DatasetWriter, make_info
 from hacm_tf.errors import DataError
 from hacm_tf.skeleton import KINECT_V1_20, NTU25, get_layout
 from hacm_tf.utils import progress_bar
 
-SOURCES = ("ntu60", "ntu120", "pku1", "pku2", "npz", "ucla", "arrays", "synthetic")
 ON_ERROR = ("raise", "skip")
 DEFAULT_SHARDS = 4
 RECORDS_PER_SHARD = 4000

@@ -25,6 +25,10 @@ def fold_persons(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, tf.concat([[s[0] * s[2]], s[1:2], s[3:]], axis=0))
 
 
+BLOCK_PREFIX = "blocks_"                         # transformer block i is the layer "blocks_<i>"
+EMBEDDING_LAYERS = ("joints_embed", "pos_embed")   # the layers before the first block
+
+
 @keras.saving.register_keras_serializable("hacm_tf")
 class SkeletonEncoder(keras.layers.Layer):
     """Patch embedding + joint / temporal embeddings (+ hyperbolic map) + pre-norm transformer.
@@ -46,12 +50,12 @@ class SkeletonEncoder(keras.layers.Layer):
         self.cfg = cfg
         self.joints = token_joints(cfg)
         self.use_hyperbolic = cfg.method == "hacm" and cfg.hyperbolic
-        self.joints_embed = SkeletonEmbedding(cfg.dim, cfg.t_patch, name="joints_embed")
-        self.pos_embed = PositionEmbedding(cfg.num_patches, len(self.joints), cfg.dim, name="pos_embed")
+        self.joints_embed = SkeletonEmbedding(cfg.dim, cfg.t_patch, name=EMBEDDING_LAYERS[0])
+        self.pos_embed = PositionEmbedding(cfg.num_patches, len(self.joints), cfg.dim, name=EMBEDDING_LAYERS[1])
         self.hyperbolic = HyperbolicMapping(cfg.curvature, cfg.clip_radius, name="hyperbolic")
         rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
         self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), remat, precision,
-                                        name=f"blocks_{i}") for i, r in enumerate(rates)]
+                                        name=f"{BLOCK_PREFIX}{i}") for i, r in enumerate(rates)]
         track_layers(self, "block", self.blocks)
         self.norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm")
 

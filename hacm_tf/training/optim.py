@@ -9,6 +9,8 @@ from typing import Callable, Dict, Optional, Sequence
 import keras
 import tensorflow as tf
 
+from hacm_tf.models.encoder import BLOCK_PREFIX, EMBEDDING_LAYERS
+
 
 @keras.saving.register_keras_serializable("hacm_tf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -57,9 +59,9 @@ def layer_decay_scales(variable_paths: Sequence[str], depth: int, decay: float,
     depth + 1 (scale 1) for the final norm and the head."""
     def default_layer(path: str) -> int:
         for part in path.replace("/", " ").split():
-            if part.startswith("blocks_"):
-                return int(part.split("_")[1]) + 1
-        if "joints_embed" in path or "pos_embed" in path:
+            if part.startswith(BLOCK_PREFIX):
+                return int(part[len(BLOCK_PREFIX):]) + 1
+        if any(name in path for name in EMBEDDING_LAYERS):
             return 0
         return depth + 1
 
