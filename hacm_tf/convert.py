@@ -175,3 +175,37 @@ def from_torch_state(state: Dict[str, np.ndarray], model: str = "pretrainer", co
         m.build()
         return m, load_classifier_state(m, state, strict)
     raise ValueError(f"model must be 'pretrainer', 'linear' or 'finetune', got {model!r}")
+
+
+def official_model_config(method: str, **changes):
+    """The ModelConfig a converted official checkpoint needs: HA-CM in reference mode (the official code's
+    behaviour), MAMP / MAE at their 120-frame, patch-4 sizes; ``changes`` (fields given explicitly) win."""
+    from hacm_tf.config import ModelConfig
+
+    defaults = {"hacm": dict(hacm_mode="reference"), "mamp": dict(window=120, t_patch=4),
+                "mae": dict(window=120, t_patch=4)}[method]
+    return ModelConfig(**{"method": method, **defaults, **changes}).validate()
+
+
+def convert_to_run(input_path: str, output: str, model: str = "pretrainer", config=None, num_classes: int = 60,
+                   class_names=None, strict: bool = True) -> dict:
+    """An official checkpoint (``.pth`` or ``.npz`` of state-dict arrays) -> a new run directory that
+    ``--pretrained``, export and evaluation accept. Returns the checkpoint path and the key report."""
+    import os
+
+    from hacm_tf import rundir
+    from hacm_tf.config import DataConfig, ProtocolConfig
+
+    state = read_state_dict(input_path)
+    built, report = from_torch_state(state, model, config, num_classes, strict)
+    config = built.cfg
+    run_config = {"stage": model if model != "pretrainer" else "pretrain", "model": config.to_dict(),
+                  "data": DataConfig(window=config.window).to_dict(), "converted_from": os.path.abspath(input_path)}
+    if model != "pretrainer":
+        names = list(class_names) if class_names is not None else [f"A{i + 1:03d}" for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for {num_classes} classes")
+        run_config.update(num_classes=num_classes, protocol=ProtocolConfig(protocol=model).__dict__, class_names=names)
+    path = rundir.write_converted_run(output, run_config, built)
+    return {"output": output, "checkpoint": path, "loaded": len(report.loaded), "unused": report.unused,
+            "missing": report.missing}
