@@ -318,8 +318,8 @@ class MonitorConfig(_Serializable):
         return self
 
 
-# downstream protocols of ProtocolConfig
-PROTOCOLS = ("linear", "finetune")
+# the downstream protocols of a classifier (ProtocolConfig.protocol, a run directory's stage)
+CLASSIFIER_PROTOCOLS = ("linear", "finetune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,8 +343,8 @@ class ProtocolConfig:
     eval_every: int = 1
 
     def validate(self):
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.protocol not in CLASSIFIER_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {CLASSIFIER_PROTOCOLS}, got {self.protocol!r}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.eval_every < 1:

@@ -14,7 +14,7 @@ from typing import List, Tuple
 
 import tensorflow as tf
 
-from hacm_tf.config import PROTOCOLS, ComputeConfig, ModelConfig, ProtocolConfig, migrate_run_config
+from hacm_tf.config import CLASSIFIER_PROTOCOLS, ComputeConfig, ModelConfig, ProtocolConfig, migrate_run_config
 from hacm_tf.data.tfrecord import atomic_write_text
 from hacm_tf.errors import TrainingError
 from hacm_tf.training.strategy import is_chief
@@ -117,7 +117,7 @@ def load_classifier(path: str, precision: str = "float32"):
 
     run_dir, ckpt = resolve_checkpoint(path)
     cfg = read_run_config(run_dir)
-    if cfg.get("stage") not in PROTOCOLS:
+    if cfg.get("stage") not in CLASSIFIER_PROTOCOLS:
         raise ValueError(f"{run_dir} is a {cfg.get('stage')!r} run; export and evaluate need a linear-probe or "
                          "fine-tune run")
     clf = build_classifier(ModelConfig.from_dict(cfg["model"]), cfg["num_classes"], ProtocolConfig(**cfg["protocol"]),

@@ -1,10 +1,10 @@
 """Accuracy study: pretraining methods and HA-CM ablations x seeds -> linear probe, fine-tune and
 10 %-label semi-supervised accuracy (mean +- std).
 
-  python scripts/study.py --dataset=ucla --workdir=studies/ucla          # NW-UCLA, CPU preset
+  python scripts/study.py --dataset=ucla --data_root=../shared/data/nw_ucla --workdir=studies/ucla   # CPU preset
   python scripts/study.py --dataset=synthetic --workdir=studies/synthetic  # linear + semi10, CPU preset
-  python scripts/study.py --dataset=ucla --preset=converged --workdir=studies/ucla_converged   # ~2.5 h
-  python scripts/study.py --dataset=ucla --preset=paper --workdir=...    # paper sizes (accelerators)
+  python scripts/study.py --dataset=ucla --data_root=DIR --preset=converged --workdir=studies/ucla_converged
+  python scripts/study.py --dataset=ucla --data_root=DIR --preset=paper --workdir=...   # paper sizes
 
 Rerunning continues an interrupted study. Results: <workdir>/results.md and results.json.
 """
@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 
-
 from absl import flags
 
 from hacm_tf import cli
@@ -21,7 +20,8 @@ from hacm_tf.config import PRECISIONS
 
 flags.DEFINE_enum("dataset", "ucla", ["ucla", "synthetic"],
                   "NW-UCLA (cross-view) or synthetic data with 20 classes, 8 of them hard (cross-subject).")
-flags.DEFINE_string("data_root", os.path.join("..", "shared", "data", "nw_ucla"), "NW-UCLA JSON release folder.")
+flags.DEFINE_string("data_root", None, "NW-UCLA JSON release folder (to build the study's data; not needed when "
+                    "<workdir>/data or --data_dir holds it).")
 flags.DEFINE_string("data_dir", None, "An existing TFRecord directory to study instead of building --dataset "
                     "(any labelled dataset with train and test splits).")
 flags.DEFINE_string("workdir", None, "Study folder (TFRecords and every run go inside).", required=True)
@@ -48,46 +48,23 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from hacm_tf import study
-    from hacm_tf.data import build, synthetic, tfrecord
+    from hacm_tf.data import tfrecord
 
     data_dir = FLAGS.data_dir or os.path.join(FLAGS.workdir, "data")
-    if not os.path.exists(os.path.join(data_dir, tfrecord.INFO_FILE)) and not FLAGS.dry_run:
-        if FLAGS.dataset == "ucla":
-            build.build_ucla(FLAGS.data_root, data_dir, "xview")
-        else:
-            # 20 classes: the 12 distinct actions and 8 that differ only in a limb's side, one limb,
-            # the head or the speed; 8 subjects (cross-subject: 5 train, 3 test), 3 views, 2 repetitions
-            build.build_synthetic(data_dir, spec=synthetic.SyntheticSpec(num_subjects=8, num_classes=20,
-                                                                         replications=2, noise_body_rate=0.2), seed=7)
-    have_data = os.path.exists(os.path.join(data_dir, tfrecord.INFO_FILE))
-    info = tfrecord.load_info(data_dir) if have_data else {"joint_layout": "kinect_v1_20" if FLAGS.dataset == "ucla"
-                                                            else "ntu25", "num_persons": 1 if FLAGS.dataset == "ucla"
-                                                            else 2}
-    if FLAGS.preset == "paper":
-        cfg = study.StudyConfig.paper()
-    elif FLAGS.preset == "converged":
-        cfg = study.StudyConfig.converged()
-    else:
-        cfg = study.StudyConfig() if FLAGS.dataset == "ucla" else study.StudyConfig.synthetic()
-    protocols = FLAGS.protocols or (["knn", "linear", "finetune", "semi10"] if FLAGS.dataset == "ucla"
-                                    else ["knn", "linear", "semi10"])
-    cfg = dataclasses.replace(cfg, layout=info["joint_layout"], num_persons=info["num_persons"])
-    changes = {}
-    if FLAGS.seeds:
-        changes["seeds"] = FLAGS.seeds
-    if FLAGS.pretrain_epochs:
-        changes["pretrain_epochs"] = FLAGS.pretrain_epochs
-    if FLAGS.precision != "float32":
-        changes["precision"] = FLAGS.precision
-    if FLAGS.downstream_epochs:
-        changes.update(linear_epochs=FLAGS.downstream_epochs, finetune_epochs=FLAGS.downstream_epochs,
-                       semi_epochs=FLAGS.downstream_epochs)
-    cfg = dataclasses.replace(cfg, **changes)
+    if not FLAGS.dry_run:
+        study.prepare_data(FLAGS.dataset, data_dir, FLAGS.data_root)
+    if os.path.exists(os.path.join(data_dir, tfrecord.INFO_FILE)):
+        info = tfrecord.load_info(data_dir)
+    else:   # a dry run before the data exists: the dataset's layout
+        info = {"joint_layout": "kinect_v1_20", "num_persons": 1} if FLAGS.dataset == "ucla" else \
+            {"joint_layout": "ntu25", "num_persons": 2}
+    cfg, variants, protocols = study.configure(
+        FLAGS.preset, FLAGS.dataset, info, FLAGS.seeds, FLAGS.pretrain_epochs, FLAGS.downstream_epochs,
+        FLAGS.precision if FLAGS.precision != "float32" else None, FLAGS.variants, FLAGS.protocols)
     workers = FLAGS.workers or (min(2, os.cpu_count() or 1) if FLAGS.preset != "paper" else 1)
-    variants = FLAGS.variants or (study.CONVERGED_VARIANTS if FLAGS.preset == "converged" else tuple(study.VARIANTS))
     if FLAGS.dry_run:
         plan = study.run_plan(FLAGS.workdir, cfg, variants, protocols)
-        print(json.dumps({"study": dataclasses.asdict(cfg), "variants": list(variants), "protocols": protocols,
+        print(json.dumps({"study": dataclasses.asdict(cfg), "variants": list(variants), "protocols": list(protocols),
                           "workers": workers, "runs": len(plan), "complete": sum(r["done"] for r in plan)}))
         return
     if FLAGS.report:
@@ -99,7 +76,6 @@ def main(argv):
     print(result["table"])
     print(json.dumps({"seconds": result["seconds"], "results": os.path.join(FLAGS.workdir, "results.json"),
                       "figure": result["figure"]}))
-
 
 if __name__ == "__main__":
     cli.run(main)

@@ -169,8 +169,8 @@ def build_pku(input_dir: str, output_dir: str, phase: str = "pku2", protocol: st
 def build_ucla(input_dir: str, output_dir: str, protocol: str = "xview", shards: Optional[int] = None,
                compression: Optional[str] = None, on_error: str = "raise", progress: bool = True) -> dict:
     """NW-UCLA JSON release -> TFRecords (``[T, 1, 20, 3]``, Kinect-v1-20 layout)."""
-    if protocol not in ucla.PROTOCOLS:
-        raise ValueError(f"unknown NW-UCLA protocol {protocol!r}; use one of {ucla.PROTOCOLS}")
+    if protocol not in ucla.SPLITS:
+        raise ValueError(f"unknown NW-UCLA protocol {protocol!r}; use one of {ucla.SPLITS}")
 
     def items():
         for path in progress_bar(ucla.list_files(input_dir), "ucla", None, "file", not progress):

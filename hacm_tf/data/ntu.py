@@ -354,7 +354,7 @@ def read_ntu_sample(path: str, copy_single_actor: bool = False) -> Sample:
 
 # --------------------------------------------------------------------------- splits
 
-PROTOCOLS = {"ntu60": ("xsub", "xview"), "ntu120": ("xsub", "xset")}
+SPLITS = {"ntu60": ("xsub", "xview"), "ntu120": ("xsub", "xset")}
 
 
 def train_groups(dataset: str, protocol: str) -> Tuple[str, Tuple[int, ...]]:
@@ -374,9 +374,9 @@ def split_names(names: Sequence[str], dataset: str, protocol: str) -> Dict[str, 
     Order as the reference's ``seq_transformation``: group by group in the
     order of the id list, name order within a group (the test ids ascending).
     """
-    if dataset not in PROTOCOLS or protocol not in PROTOCOLS[dataset]:
+    if dataset not in SPLITS or protocol not in SPLITS[dataset]:
         raise ValueError(f"unknown protocol {protocol!r} for {dataset!r}; "
-                         f"known: {', '.join(f'{d}: {p}' for d, p in PROTOCOLS.items())}")
+                         f"known: {', '.join(f'{d}: {p}' for d, p in SPLITS.items())}")
     field, train_ids = train_groups(dataset, protocol)
     names = sorted(names)
     values = [getattr(parse_name(n), field) for n in names]

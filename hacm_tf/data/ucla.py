@@ -27,7 +27,7 @@ from hacm_tf.skeleton import KINECT_V1_20
 NAME_PATTERN = re.compile(r"^a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})$")
 CLASS_NAMES = ("pick up with one hand", "pick up with two hands", "drop trash", "walk around",
                "sit down", "stand up", "donning", "doffing", "throw", "carry")
-PROTOCOLS = ("xview", "xview_val", "xsub")
+SPLITS = ("xview", "xview_val", "xsub")
 
 
 def read_sample(path: str) -> Sample:
@@ -69,7 +69,7 @@ def split_of(sample: Sample, protocol: str) -> Optional[str]:
         return {1: "train", 2: "test"}.get(sample.camera)
     if protocol == "xsub":
         return "train" if sample.subject % 2 == 1 else "test"
-    raise ValueError(f"unknown NW-UCLA protocol {protocol!r}; use one of {PROTOCOLS}")
+    raise ValueError(f"unknown NW-UCLA protocol {protocol!r}; use one of {SPLITS}")
 
 
 def list_files(input_dir: str):

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from hacm_tf import study
+from hacm_tf.config import DataConfig
+from hacm_tf.study.records import Progress
 
 
 def test_study_runs_each_variant_and_seed_and_resumes(synthetic_dir, tmp_path):
@@ -48,7 +50,7 @@ def test_synthetic_preset_and_variants():
 def test_protocol_configs_semi_schedule():
     cfg = study.StudyConfig.synthetic()
     model = study.model_config(cfg, study.VARIANTS["hacm_corrected"])
-    data = study.DataConfig(window=cfg.window, batch_size=cfg.batch_size)
+    data = DataConfig(window=cfg.window, batch_size=cfg.batch_size)
     _, _, lin_train, lin_proto = study.protocol_configs(cfg, "linear", model, data)
     assert (lin_train.epochs, lin_train.lr, lin_proto.protocol, lin_proto.eval_every) == (6, 0.1, "linear", 6)
     semi_model, semi_data, semi_train, semi_proto = study.protocol_configs(cfg, "semi10", model, data)
@@ -121,7 +123,7 @@ def test_progress_estimates_time_left_from_measured_rates(tmp_path):
              "workdir": str(tmp_path / v / stage)}
             for v in ("a", "b") for stage, epochs in (("pretrain", 10), ("linear", 5))]
     logs = []
-    progress = study.Progress(plan, workers=2, log=logs.append)
+    progress = Progress(plan, workers=2, log=logs.append)
     assert progress.seconds_left() is None
     progress.finished("a", 0, "pretrain", 100.0)          # 10 s per pretraining epoch
     assert progress.seconds_left() == pytest.approx((10 * 10 + 2 * 5 * 10) / 2)   # linear: pretraining's rate
@@ -155,7 +157,7 @@ def test_converged_flagfiles_are_the_converged_study(tmp_path):
     """The stage-by-stage flagfiles and scripts/study.py --preset=converged run the same recipe."""
     cfg = dataclasses.replace(study.StudyConfig.converged(), layout="kinect_v1_20", num_persons=1)
     assert study.CONVERGED_VARIANTS == ("hacm_corrected", "mamp", "mae", "none")
-    data = study.DataConfig(window=cfg.window, batch_size=cfg.batch_size, min_crop_frames=min(64, cfg.window))
+    data = DataConfig(window=cfg.window, batch_size=cfg.batch_size, min_crop_frames=min(64, cfg.window))
     for variant, method in (("hacm_corrected", "hacm"), ("mamp", "mamp"), ("mae", "mae")):
         got = _dry_run("pretrain.py", f"pretrain_{method}_converged.flags", tmp_path, "--data_dir=elsewhere")
         model = study.model_config(cfg, study.VARIANTS[variant])
@@ -256,3 +258,24 @@ def test_workers_stop_when_the_study_process_is_killed(synthetic_dir, tmp_path):
     finally:
         if main.poll() is None:
             main.kill()
+
+
+def test_configure_presets_and_overrides():
+    info = {"joint_layout": "kinect_v1_20", "num_persons": 1}
+    cfg, variants, protocols = study.configure("converged", "ucla", info)
+    assert (cfg.pretrain_epochs, cfg.seeds, variants, protocols) == (200, 2, study.CONVERGED_VARIANTS,
+                                                                    study.STUDY_PROTOCOLS)
+    cfg, variants, protocols = study.configure("cpu", "synthetic", {"joint_layout": "ntu25", "num_persons": 2},
+                                               seeds=1, downstream_epochs=3, precision="mixed_bfloat16",
+                                               variants=["mamp"])
+    assert (cfg.layout, cfg.seeds, cfg.linear_epochs, cfg.semi_epochs, cfg.precision) == (
+        "ntu25", 1, 3, 3, "mixed_bfloat16")
+    assert variants == ("mamp",) and protocols == ("knn", "linear", "semi10")
+    with pytest.raises(ValueError, match="unknown preset"):
+        study.configure("fast", "ucla", info)
+
+
+def test_nw_ucla_study_data_needs_its_release_folder(tmp_path):
+    with pytest.raises(ValueError, match="--data_root"):
+        study.prepare_data("ucla", str(tmp_path / "data"))
+    assert not (tmp_path / "data").exists()
