@@ -12,6 +12,9 @@ Follows the official preparation scripts exactly (docs/official_code.md §1):
    valid frame (one translation for the whole sequence).
 5. :func:`to_persons` gives ``[frames, 2, 25, 3]``: NTU-60 pads a lone actor
    with zeros, NTU-120 copies it into the second slot.
+
+The five steps and the splits stay in one file (over 400 lines) so that they read in the order the
+official preparation runs them.
 """
 
 from __future__ import annotations
