@@ -139,3 +139,18 @@ def test_mixed_bfloat16_pretrainer_reads_float32_checkpoints_and_agrees_to_round
         assert float(b[key]) == pytest.approx(float(a[key]), rel=0.02, abs=1e-6), key
     out, grads = PretrainEngine().loss_and_grads(mixed, tf.constant(x), nz)
     assert np.isfinite(float(out["loss"])) and all(np.isfinite(g.numpy()).all() for g in grads if g is not None)
+
+
+def test_get_config_round_trips_the_model_and_the_engine_stays_a_compile_choice():
+    m = tiny("hacm", precision="mixed_bfloat16", drop_path=0.1)
+    again = MaskedPretrainer.from_config(m.get_config())
+    assert again.get_config() == m.get_config() and again.precision == "mixed_bfloat16" and again.seed == 0
+    again.build()
+    again.set_weights(m.get_weights())
+    x, nz = batch(), noises(m, 6)
+    np.testing.assert_array_equal(again.compute_losses(x, nz)["pred"].numpy(), m.compute_losses(x, nz)["pred"].numpy())
+    assert "micro_batches" not in m.get_config()
+    m.compile(optimizer="sgd", engine=PretrainEngine(micro_batches=2, nonfinite="skip"))
+    assert (m.engine.micro_batches, m.engine.nonfinite) == (2, "skip")
+    with pytest.raises(ValueError, match="nonfinite"):
+        PretrainEngine(nonfinite="ignore")
