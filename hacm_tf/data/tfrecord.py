@@ -135,7 +135,8 @@ class DatasetWriter:
             for split, sample in ...:
                 w.write(split, sample)
 
-    Samples go round-robin into the split's shards. Everything is written into
+    Samples go round-robin into the split's shards; a split with fewer samples than shards keeps one
+    shard per sample (no empty shard, except the one of a split without samples). Everything is written into
     a staging directory inside ``out_dir``; on success the shards are moved into
     place and dataset_info.json is written last. On an exception nothing of the
     new dataset is left behind (an older complete dataset in ``out_dir`` is
@@ -200,8 +201,15 @@ class DatasetWriter:
     def _finish(self):
         shard_list = []
         for (split, i) in sorted(self._writers):
-            name = shard_name(split, i, self.shards[split], self.compression)
+            # round-robin fills the first shards first: a split keeps min(shards, samples) of them (one, empty,
+            # for a split without samples), renamed <split>-0000i-of-<kept>
+            kept = max(1, min(self.shards[split], sum(self.counts[split])))
+            staged = os.path.join(self._staging, shard_name(split, i, self.shards[split], self.compression))
+            if i >= kept:
+                continue
+            name = shard_name(split, i, kept, self.compression)
             path = os.path.join(self._staging, name)
+            os.replace(staged, path)
             shard_list.append({"file": name, "split": split, "examples": self.counts[split][i],
                                "bytes": os.path.getsize(path), "sha256": sha256_file(path)})
         info = dict(self.info)

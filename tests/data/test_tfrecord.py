@@ -134,3 +134,15 @@ def test_record_with_wrong_shape_is_reported(tmp_path):
     with pytest.raises(DataError, match="does not match its"):
         tfrecord.decode_example(ex.SerializeToString(), where="r")
     assert good
+
+
+def test_no_empty_shards_when_a_split_has_fewer_samples_than_shards(tmp_path):
+    data = samples(3)
+    info = write(tmp_path, [("train", data[0]), ("test", data[1]), ("test", data[2])],
+                 shards={"train": 4, "test": 4, "val": 4})
+    files = sorted(f for f in os.listdir(tmp_path) if f.endswith(".tfrecord"))
+    assert files == ["test-00000-of-00002.tfrecord", "test-00001-of-00002.tfrecord",
+                     "train-00000-of-00001.tfrecord", "val-00000-of-00001.tfrecord"]
+    assert [s["examples"] for s in info["shards"]] == [1, 1, 1, 0]   # only the split without samples is empty
+    assert tfrecord.verify(str(tmp_path), progress=False)["splits"] == {"test": 2, "train": 1, "val": 0}
+    assert [s.name for s in tfrecord.iterate_split(str(tmp_path), "test")] == ["s001", "s002"]
