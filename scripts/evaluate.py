@@ -28,7 +28,8 @@ def main(argv):
 
     rep = evaluate_model_path(FLAGS.model, FLAGS.data_dir, FLAGS.split, FLAGS.batch_size)
     write_report(rep, FLAGS.report, FLAGS.split)
-    print(json.dumps({"top1": rep["top1"], "top5": rep["top5"], "samples": rep["samples"], "report": FLAGS.report}))
+    print(json.dumps({"evaluated": f"{rep['model_kind']} {rep['model_path']}", "top1": rep["top1"], "top5": rep["top5"],
+                      "samples": rep["samples"], "report": FLAGS.report}))
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ def test_evaluate_script_on_saved_model_and_checkpoint(exported, synthetic_dir, 
         assert os.path.exists(str(report).replace(".json", "_per_class.png"))
         results.append(rep)
     assert results[0]["model_kind"] == "saved_model" and results[1]["model_kind"] == "checkpoint"
+    assert results[0]["model_path"] == path and os.path.basename(results[1]["model_path"]).startswith("ckpt-")
     assert results[0]["top1"] == results[1]["top1"]
     final = json.load(open(os.path.join(work, "metrics.json")))["final"]
     assert final["last_epoch_top1"] == pytest.approx(results[0]["top1"])
