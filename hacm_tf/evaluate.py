@@ -18,30 +18,34 @@ import tensorflow as tf
 from hacm_tf import metrics
 
 
-def serving_function(model: str, num_joints: int) -> Tuple[Callable, List[str], str]:
-    """(fn(skeleton [b, T, M, V, 3], num_frames [b]) -> logits [b, K], class names, what was found) of an
-    exported model (SavedModel version or base folder: its highest version) or of a classifier run (run
-    directory or checkpoint); what was found is ``saved_model <version folder>`` or ``checkpoint <prefix>``."""
+def serving_function(model: str, num_joints: int) -> Tuple[Callable, List[str], str, str]:
+    """(fn(skeleton [b, T, M, V, 3], num_frames [b]) -> logits [b, K], class names, kind, path) of an
+    exported model (SavedModel version or base folder: its highest version; kind "saved_model", path the
+    version folder) or of a classifier run (run directory or checkpoint; kind "checkpoint", path its prefix)."""
     from hacm_tf import export
 
-    if export.is_saved_model(model):
+    try:
         version = export.resolve_saved_model(model)
+    except FileNotFoundError:
+        version = None
+    if version is not None:
         loaded, serve = export.load_serving(version)
 
         def fn(x, n):
             return serve(skeleton=x, num_frames=tf.cast(n, tf.int32))["logits"]
 
-        return fn, [c.decode() for c in loaded.class_names.numpy()], f"saved_model {version}"
+        return fn, [c.decode() for c in loaded.class_names.numpy()], "saved_model", version
     from hacm_tf.rundir import load_classifier, resolve_checkpoint
 
-    clf, cfg = load_classifier(model)
+    checkpoint = resolve_checkpoint(model)[1]
+    clf, cfg = load_classifier(checkpoint)
     module = export.ServingModule(clf, cfg["class_names"], clf.cfg.num_persons, num_joints, cfg["data"]["eval_crop"],
                                   cfg["data"]["velocity"])
 
     def fn(x, n):
         return module.serve(x, tf.cast(n, tf.int32))["logits"]
 
-    return fn, list(cfg["class_names"]), f"checkpoint {resolve_checkpoint(model)[1]}"
+    return fn, list(cfg["class_names"]), "checkpoint", checkpoint
 
 
 def evaluate_model_path(model: str, data_dir: str, split: str = "test", batch_size: int = 32) -> dict:
@@ -50,7 +54,7 @@ def evaluate_model_path(model: str, data_dir: str, split: str = "test", batch_si
     from hacm_tf.data import pipeline, tfrecord
 
     info = tfrecord.load_info(data_dir)
-    fn, classes, found = serving_function(model, info["num_joints"])
+    fn, classes, kind, path = serving_function(model, info["num_joints"])
     if len(classes) != info["num_classes"]:
         raise ValueError(f"the model has {len(classes)} classes, {data_dir} has {info['num_classes']}")
     logits, labels = [], []
@@ -58,7 +62,6 @@ def evaluate_model_path(model: str, data_dir: str, split: str = "test", batch_si
         logits.append(np.asarray(fn(x, n)))
         labels.append(y.numpy())
     rep = metrics.report(np.concatenate(logits), np.concatenate(labels), classes)
-    kind, path = found.split(" ", 1)
     rep.update({"model": model, "model_kind": kind, "model_path": path, "data_dir": data_dir, "split": split})
     return rep
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Tuple
+from typing import Tuple
 
 import tensorflow as tf
 
@@ -74,14 +74,6 @@ def resolve_checkpoint(path: str) -> Tuple[str, str]:
 def model_config(path: str) -> ModelConfig:
     """The ModelConfig (architecture and method) of the run at ``path`` (run directory or checkpoint)."""
     return ModelConfig.from_dict(read_run_config(resolve_checkpoint(path)[0])["model"])
-
-
-def class_names(path: str) -> List[str]:
-    """The class names a classifier run was trained with."""
-    cfg = read_run_config(resolve_checkpoint(path)[0])
-    if "class_names" not in cfg:
-        raise ValueError(f"{path}: a {cfg.get('stage')!r} run has no class names")
-    return list(cfg["class_names"])
 
 
 def load_pretrainer(path: str):

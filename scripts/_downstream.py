@@ -45,13 +45,12 @@ def main(protocol):
         data = dataclasses.replace(data, window=model.window)
     train = cli.config_from_flags(TrainConfig, FLAGS)
     proto = cli.config_from_flags(ProtocolConfig, FLAGS, protocol=protocol)
-    compute = cli.config_from_flags(ComputeConfig, FLAGS)
+    compute = cli.compute_from_flags(FLAGS)
     if FLAGS.dry_run:
         print(json.dumps({"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict(),
                           "protocol": proto.__dict__, "compute": compute.to_dict()}))
         return
     strategy = cli.start_run(FLAGS)
-    compute = cli.compute_from_flags(FLAGS)
     from hacm_tf.training.downstream import train_classifier
 
     final = train_classifier(FLAGS.workdir, FLAGS.data_dir, model, data, train, proto, FLAGS.pretrained, strategy,

@@ -32,7 +32,7 @@ def main(argv):
     model = cli.config_from_flags(ModelConfig, FLAGS)
     data = cli.config_from_flags(DataConfig, FLAGS)
     train = cli.config_from_flags(TrainConfig, FLAGS)
-    compute = cli.config_from_flags(ComputeConfig, FLAGS)
+    compute = cli.compute_from_flags(FLAGS)
     monitor = cli.config_from_flags(MonitorConfig, FLAGS, **(
         {"monitor_data_dir": FLAGS.data_dir or ""} if FLAGS.monitor and not FLAGS.monitor_data_dir else {}))
     if FLAGS.dry_run:
@@ -40,7 +40,6 @@ def main(argv):
                           "compute": compute.to_dict(), "monitor": monitor.to_dict()}))
         return
     strategy = cli.start_run(FLAGS)
-    compute = cli.compute_from_flags(FLAGS)
     from hacm_tf.training.pretrain import pretrain
 
     final = pretrain(FLAGS.workdir, FLAGS.data_dir, model, data, train, strategy, FLAGS.seed, monitor=monitor,

@@ -8,6 +8,7 @@ loss. A ``MaskedPretrainer`` receives one at ``compile(engine=...)``; the model 
 
 from __future__ import annotations
 
+import weakref
 from typing import Dict, List, Sequence, Tuple
 
 import tensorflow as tf
@@ -43,7 +44,7 @@ class PretrainEngine:
     def __init__(self, micro_batches: int = 1, jit_compile: bool = False, nonfinite: str = "stop"):
         ComputeConfig(micro_batches=micro_batches, nonfinite=nonfinite).validate()
         self.micro_batches, self.jit_compile, self.nonfinite = int(micro_batches), bool(jit_compile), nonfinite
-        self._compiled = {}
+        self._compiled = weakref.WeakKeyDictionary()   # model -> its XLA-compiled loss_and_grads
 
     @classmethod
     def from_config(cls, compute: ComputeConfig) -> "PretrainEngine":
@@ -139,13 +140,12 @@ class PretrainEngine:
 
     def train_step(self, model, x: tf.Tensor, noise: Sequence[tf.Tensor]):
         """Loss, gradients and optimizer update of one batch: (scalar losses, global gradient norm)."""
-        fn = self.loss_and_grads
         if self.jit_compile:
-            key = id(model)
-            if key not in self._compiled:
-                self._compiled[key] = tf.function(lambda a, b: self.loss_and_grads(model, a, b), jit_compile=True)
-            fn = lambda _, a, b: self._compiled[key](a, b)   # noqa: E731
-        out, grads = fn(model, x, noise)
+            if model not in self._compiled:
+                self._compiled[model] = tf.function(lambda a, b: self.loss_and_grads(model, a, b), jit_compile=True)
+            out, grads = self._compiled[model](x, noise)
+        else:
+            out, grads = self.loss_and_grads(model, x, noise)
         pairs = [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None]
         grad_norm = tf.linalg.global_norm([g for g, _ in pairs])
         finite = tf.math.is_finite(out["loss"]) & tf.math.is_finite(grad_norm)
