@@ -16,11 +16,14 @@ def _user_errors():
 
 
 def run(main):
-    """``absl.app.run(main)`` with user errors reported as a one-line reason and exit status 1."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from absl import app
+    """``absl.app.run(main)`` with user errors reported as a one-line reason and exit status 1, and
+    TensorFlow's INFO chatter silenced unless ``--verbosity`` (``-v``) is given."""
+    from absl import app, flags
 
     def wrapped(argv):
+        from hacm_tf import console
+
+        console.quiet(verbose=flags.FLAGS["verbosity"].present > 0)
         try:
             return main(argv)
         except _user_errors() as e:

@@ -118,7 +118,8 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
         log("[4/6] exporting the HA-CM linear-probe classifier as a SavedModel")
         keras.backend.clear_session()
         clf, run_cfg = rundir.load_classifier(paths["linprobe_hacm"])
-        export_saved_model(clf, run_cfg["class_names"], paths["export"], 1, 2, NTU25.num_joints)
+        export_saved_model(clf, run_cfg["class_names"], paths["export"], 1, 2, NTU25.num_joints,
+                           dataset=run_cfg.get("dataset", ""))
     else:
         log("[4/6] SavedModel already exported")
 

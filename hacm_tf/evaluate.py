@@ -10,59 +10,32 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, List, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from hacm_tf import metrics
-
-
-def serving_function(model: str, num_joints: int) -> Tuple[Callable, List[str], str, str]:
-    """(fn(skeleton [b, T, M, V, 3], num_frames [b]) -> logits [b, K], class names, kind, path) of an
-    exported model (SavedModel version or base folder: its highest version; kind "saved_model", path the
-    version folder) or of a classifier run (run directory or checkpoint; kind "checkpoint", path its prefix)."""
-    from hacm_tf import export
-
-    try:
-        version = export.resolve_saved_model(model)
-    except FileNotFoundError:
-        version = None
-    if version is not None:
-        loaded, serve = export.load_serving(version)
-
-        def fn(x, n):
-            return serve(skeleton=x, num_frames=tf.cast(n, tf.int32))["logits"]
-
-        return fn, [c.decode() for c in loaded.class_names.numpy()], "saved_model", version
-    from hacm_tf.rundir import load_classifier, resolve_checkpoint
-
-    checkpoint = resolve_checkpoint(model)[1]
-    clf, cfg = load_classifier(checkpoint)
-    module = export.ServingModule(clf, cfg["class_names"], clf.cfg.num_persons, num_joints, cfg["data"]["eval_crop"],
-                                  cfg["data"]["velocity"])
-
-    def fn(x, n):
-        return module.serve(x, tf.cast(n, tf.int32))["logits"]
-
-    return fn, list(cfg["class_names"]), "checkpoint", checkpoint
 
 
 def evaluate_model_path(model: str, data_dir: str, split: str = "test", batch_size: int = 32) -> dict:
     """Top-1, top-5, per-class accuracy and counts, confusion matrix of ``model`` on a split, with the
     model's kind and path."""
     from hacm_tf.data import pipeline, tfrecord
+    from hacm_tf.export import open_model
 
     info = tfrecord.load_info(data_dir)
-    fn, classes, kind, path = serving_function(model, info["num_joints"])
-    if len(classes) != info["num_classes"]:
-        raise ValueError(f"the model has {len(classes)} classes, {data_dir} has {info['num_classes']}")
+    served = open_model(model)
+    if len(served.class_names) != info["num_classes"]:
+        raise ValueError(f"the model has {len(served.class_names)} classes, {data_dir} has {info['num_classes']}")
+    if (served.num_persons, served.num_joints) != (info["num_persons"], info["num_joints"]):
+        raise ValueError(f"the model takes {served.num_persons} persons x {served.num_joints} joints, {data_dir} "
+                         f"holds {info['num_persons']} x {info['num_joints']}")
     logits, labels = [], []
     for x, n, y, _ in pipeline.make_raw_dataset(data_dir, split, batch_size):
-        logits.append(np.asarray(fn(x, n)))
+        logits.append(served.predict(x, n)["logits"])
         labels.append(y.numpy())
-    rep = metrics.report(np.concatenate(logits), np.concatenate(labels), classes)
-    rep.update({"model": model, "model_kind": kind, "model_path": path, "data_dir": data_dir, "split": split})
+    rep = metrics.report(np.concatenate(logits), np.concatenate(labels), served.class_names)
+    rep.update({"model": model, "model_kind": served.kind, "model_path": served.path, "data_dir": data_dir,
+                "split": split})
     return rep
 
 

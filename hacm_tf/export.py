@@ -9,28 +9,37 @@
   inside the graph.
 * ``embed(skeleton, num_frames)`` -> ``embedding``.
 
-Bad requests (empty batch, num_frames <= 0 or > frames, non-finite values) fail with a clear
-message; wrong persons / joints / coordinates are rejected by the signature's fixed shape. The
-class names are an asset (``assets/class_names.txt``) and a ``class_names`` constant.
+Bad requests fail in the graph with a clear message on every path (Python, a loaded signature,
+``saved_model_cli run``, TF Serving): a wrong number of persons, joints or coordinates names the
+expected and the received shape; an empty batch, num_frames <= 0 or > frames, and non-finite values
+are named too. The class names are an asset (``assets/class_names.txt``) and a ``class_names``
+variable; ``model_info`` holds a JSON description (dataset, layout, persons, joints, window, ...)
+that ``open_model`` reads. ``jit_compile=True`` compiles preprocessing and model with XLA (the
+checks stay outside the compiled part).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
-from typing import Sequence
+from typing import Callable, List, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from hacm_tf.data import augment
+from hacm_tf.ops.checks import check_skeleton_batch, skeleton_layout_text
 
 
 class ServingModule(tf.Module):
     """Wraps an ActionClassifier with preprocessing and validation."""
 
     def __init__(self, classifier, class_names: Sequence[str], num_persons: int, num_joints: int,
-                 eval_crop: float = augment.EVAL_CROP, velocity: bool = False, top_k: int = 5):
+                 eval_crop: float = augment.EVAL_CROP, velocity: bool = False, top_k: int = 5,
+                 jit_compile: bool = False, dataset: str = ""):
         super().__init__(name="hacm_tf_serving")
         self.classifier = classifier
         # Track the underlying tf.Variables too: otherwise session-based loaders (TF Serving,
@@ -40,7 +49,13 @@ class ServingModule(tf.Module):
         self.window = classifier.cfg.window
         self.eval_crop, self.velocity = float(eval_crop), bool(velocity)
         self.top_k = min(int(top_k), classifier.num_classes)
+        self.num_persons, self.num_joints = int(num_persons), int(num_joints)
         self.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
+        info = {"dataset": dataset, "layout": classifier.cfg.layout, "num_persons": self.num_persons,
+                     "num_joints": self.num_joints, "window": self.window, "eval_crop": self.eval_crop,
+                     "velocity": self.velocity, "num_classes": classifier.num_classes, "jit_compile": bool(jit_compile)}
+        self.model_info = tf.Variable(json.dumps(info), trainable=False, name="model_info")
+        self.info_json = json.dumps(info)           # a str: tf.Module would wrap a dict attribute
         self._asset_dir = tempfile.mkdtemp(prefix="hacm_tf_assets_")
         path = os.path.join(self._asset_dir, "class_names.txt")
         with open(path, "w") as f:
@@ -48,10 +63,12 @@ class ServingModule(tf.Module):
         self.class_names_asset = tf.saved_model.Asset(path)
         spec = [tf.TensorSpec([None, None, num_persons, num_joints, 3], tf.float32, name="skeleton"),
                 tf.TensorSpec([None], tf.int32, name="num_frames")]
+        self._outputs = tf.function(self._compute, jit_compile=bool(jit_compile))
         self.serve = tf.function(self._serve, input_signature=spec)
         self.embed = tf.function(self._embed, input_signature=spec)
 
-    def _preprocess(self, skeleton, num_frames):
+    def _checked(self, skeleton, num_frames):
+        skeleton = check_skeleton_batch(skeleton, self.num_persons, self.num_joints, in_graph=True)
         b, t = tf.shape(skeleton)[0], tf.shape(skeleton)[1]
         checks = [
             tf.debugging.assert_positive(b, message="empty batch: send at least one skeleton"),
@@ -62,30 +79,37 @@ class ServingModule(tf.Module):
             tf.debugging.assert_all_finite(skeleton, message="skeleton contains NaN or Inf"),
         ]
         with tf.control_dependencies(checks):
-            return augment.eval_transform_batch(tf.identity(skeleton), num_frames, self.window, self.eval_crop,
-                                                self.velocity)
+            return tf.identity(skeleton), tf.identity(num_frames)
 
-    def _serve(self, skeleton, num_frames):
-        x = self._preprocess(skeleton, num_frames)
+    def _compute(self, skeleton, num_frames):
+        """Preprocessing + model on checked inputs (the part ``jit_compile`` compiles)."""
+        x = augment.eval_transform_batch(skeleton, num_frames, self.window, self.eval_crop, self.velocity)
         features = self.classifier.features(x)                                   # [B, M, T', V', D]
         logits = self.classifier.logits_from_features(features)
         _, top = tf.math.top_k(logits, k=self.top_k)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1),
                 "top_k_classes": tf.cast(top, tf.int32), "embedding": tf.reduce_mean(features, axis=[1, 2, 3])}
 
+    def _serve(self, skeleton, num_frames):
+        return self._outputs(*self._checked(skeleton, num_frames))
+
     def _embed(self, skeleton, num_frames):
-        return {"embedding": self.classifier.embed(self._preprocess(skeleton, num_frames))}
+        return {"embedding": self._outputs(*self._checked(skeleton, num_frames))["embedding"]}
 
 
 def export_saved_model(classifier, class_names: Sequence[str], export_dir: str, version: int, num_persons: int,
                        num_joints: int, eval_crop: float = augment.EVAL_CROP, velocity: bool = False,
-                       overwrite: bool = False) -> str:
-    """Writes ``<export_dir>/<version>/`` atomically (a temporary folder renamed when complete)."""
+                       overwrite: bool = False, jit_compile: bool = False, dataset: str = "") -> str:
+    """Writes ``<export_dir>/<version>/`` atomically (a temporary folder renamed when complete).
+
+    ``jit_compile``: XLA-compile preprocessing and model in the serving functions; ``dataset``: the
+    training dataset's name, kept in ``model_info`` (for example, how NTU files are read for it)."""
     target = os.path.join(export_dir, str(int(version)))
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} exists; choose another --version or pass --overwrite")
     os.makedirs(export_dir, exist_ok=True)
-    module = ServingModule(classifier, class_names, num_persons, num_joints, eval_crop, velocity)
+    module = ServingModule(classifier, class_names, num_persons, num_joints, eval_crop, velocity,
+                           jit_compile=jit_compile, dataset=dataset)
     tmp = tempfile.mkdtemp(prefix=f".{version}-tmp-", dir=export_dir)
     try:
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve, "embed": module.embed})
@@ -124,6 +148,69 @@ def load_serving(path: str):
     (loaded, serving_default fn)."""
     loaded = tf.saved_model.load(resolve_saved_model(path))
     return loaded, loaded.signatures["serving_default"]
+
+
+@dataclasses.dataclass
+class ServedModel:
+    """A classifier ready to answer raw clips, from an exported SavedModel or a classifier run.
+
+    ``predict(skeleton [b, T, M, V, 3], num_frames [b])`` -> dict of ``logits`` / ``probabilities`` [b, K],
+    ``top_k_classes`` [b, k], ``embedding`` [b, D] (numpy); ``kind`` is "saved_model" (``path`` the
+    version folder) or "checkpoint" (``path`` the checkpoint prefix); ``info`` as ``model_info``.
+    """
+
+    serve: Callable
+    class_names: List[str]
+    kind: str
+    path: str
+    num_persons: int
+    num_joints: int
+    info: dict
+
+    def predict(self, skeleton, num_frames) -> dict:
+        """Raises ValueError naming the expected and received shape for a wrong person / joint / coordinate
+        count, InvalidArgumentError (from the graph) for other bad requests."""
+        x = check_skeleton_batch(tf.convert_to_tensor(skeleton, tf.float32), self.num_persons, self.num_joints)
+        out = self.serve(x, tf.cast(num_frames, tf.int32))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def describe(self) -> str:
+        """One line: what was loaded, its classes and input layout."""
+        return (f"{self.kind.replace('_', ' ')} {self.path}: {len(self.class_names)} classes, input "
+                f"{skeleton_layout_text(self.num_persons, self.num_joints)}"
+                + (f", trained on {self.info['dataset']}" if self.info.get("dataset") else ""))
+
+
+def open_model(path: str, jit_compile: bool = False) -> ServedModel:
+    """A SavedModel (version folder, or base folder: its highest version) or a linear-probe / fine-tune run
+    (run directory or checkpoint prefix; served through the same ServingModule as an export, optionally
+    XLA-compiled) as a ServedModel. Raises FileNotFoundError naming what was looked for."""
+    try:
+        version = resolve_saved_model(path)
+    except FileNotFoundError:
+        version = None
+    if version is not None:
+        loaded, serve = load_serving(version)
+        spec = serve.structured_input_signature[1]["skeleton"].shape.as_list()
+        info = json.loads(loaded.model_info.numpy().decode()) if hasattr(loaded, "model_info") else {}
+        classes = [c.decode() for c in loaded.class_names.numpy()]
+        return ServedModel(lambda x, n: serve(skeleton=x, num_frames=n), classes, "saved_model", version,
+                           int(spec[2]), int(spec[3]), info)
+    from hacm_tf.rundir import load_classifier, resolve_checkpoint
+    from hacm_tf.skeleton import get_layout
+
+    try:
+        checkpoint = resolve_checkpoint(path)[1]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: neither a SavedModel (saved_model.pb here or in a numeric version "
+                                "folder) nor a classifier run (checkpoints/ with a checkpoint)") from None
+    clf, cfg = load_classifier(checkpoint)
+    module = ServingModule(clf, cfg["class_names"], clf.cfg.num_persons, get_layout(clf.cfg.layout).num_joints,
+                           cfg["data"]["eval_crop"], cfg["data"]["velocity"], jit_compile=jit_compile,
+                           dataset=cfg.get("dataset", ""))
+    shutil.rmtree(module._asset_dir, ignore_errors=True)
+    return ServedModel(module.serve, list(cfg["class_names"]), "checkpoint", checkpoint, module.num_persons,
+                       module.num_joints, json.loads(module.info_json))
 
 
 def to_onnx(saved_model_dir: str, output: str, opset: int = 17) -> str:

@@ -28,6 +28,8 @@ flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx"], "onnx: also 
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "Compute precision of the exported transformer blocks (the weights stay float32; "
                   "mixed_bfloat16 is SavedModel only).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the serving functions (preprocessing and model; the input "
+                  "checks stay outside): faster at small batches where XLA helps, see docs/serving.md.")
 FLAGS = flags.FLAGS
 
 
@@ -46,7 +48,8 @@ def main(argv):
     clf, cfg = load_classifier(source, FLAGS.precision)
     layout = get_layout(clf.cfg.layout)
     path = export_saved_model(clf, cfg["class_names"], FLAGS.export_dir, FLAGS.version, clf.cfg.num_persons,
-                              layout.num_joints, cfg["data"]["eval_crop"], cfg["data"]["velocity"], FLAGS.overwrite)
+                              layout.num_joints, cfg["data"]["eval_crop"], cfg["data"]["velocity"], FLAGS.overwrite,
+                              jit_compile=FLAGS.jit_compile, dataset=cfg.get("dataset", ""))
     result = {"saved_model": path, "classes": len(cfg["class_names"])}
     if FLAGS.format == "onnx":
         from hacm_tf.export import to_onnx

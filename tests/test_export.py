@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent import futures
@@ -12,7 +13,7 @@ import tensorflow as tf
 
 from hacm_tf.config import DataConfig, ModelConfig, TrainConfig
 from hacm_tf.data import augment, pipeline
-from hacm_tf.export import export_saved_model, load_serving
+from hacm_tf.export import export_saved_model, load_serving, open_model
 from hacm_tf import rundir
 from hacm_tf.training import downstream
 from tests.conftest import REPO
@@ -99,11 +100,57 @@ def test_bad_requests_fail_clearly(exported, synthetic_dir, change, message):
         serve(skeleton=tf.constant(x), num_frames=tf.constant(n))
 
 
-@pytest.mark.parametrize("shape", [(2, 30, 2, 24, 3), (2, 30, 1, 25, 3), (2, 30, 2, 25, 2), (30, 2, 25, 3)])
-def test_wrong_layout_is_rejected_by_the_signature(exported, shape):
+EXPECTED = "skeleton must be [batch, frames, 2 persons, 25 joints, 3 coordinates]; received shape"
+WRONG_SHAPES = [(2, 30, 2, 24, 3), (2, 30, 1, 25, 3), (2, 30, 2, 25, 2), (30, 2, 25, 3)]
+
+
+def _graph_shape(shape):
+    return "[" + " ".join(str(d) for d in shape) + "]"
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES)
+def test_wrong_shapes_are_named_by_the_loaded_signature(exported, shape):
     _, serve = load_serving(exported[2])
-    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:
         serve(skeleton=tf.zeros(shape), num_frames=tf.constant([10] * shape[0], tf.int32))
+    assert EXPECTED in str(e.value) and _graph_shape(shape) in str(e.value)
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES[:2])
+def test_wrong_shapes_are_named_by_the_keras_model_and_open_model(exported, shape):
+    clf, _, path, work = exported
+    with pytest.raises(ValueError, match=re.escape(f"{EXPECTED} {list(shape)}")):
+        clf(np.zeros(shape, np.float32))
+    for source in (path, work):
+        with pytest.raises(ValueError, match=re.escape(f"{EXPECTED} {list(shape)}")):
+            open_model(source).predict(np.zeros(shape, np.float32), [10] * shape[0])
+
+
+def test_open_model_reads_the_model_info(exported):
+    _, cfg, path, work = exported
+    for source, kind in ((os.path.dirname(path), "saved_model"), (work, "checkpoint")):
+        m = open_model(source)
+        assert (m.kind, m.num_persons, m.num_joints, m.class_names) == (kind, 2, 25, cfg["class_names"])
+        assert m.info["layout"] == "ntu25" and m.info["window"] == 24 and m.info["num_classes"] == 6
+    assert open_model(path).path == path
+    with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
+        open_model(os.path.dirname(os.path.dirname(path)))
+
+
+def test_xla_export_gives_the_same_answers_and_keeps_the_checks(exported, synthetic_dir, tmp_path):
+    clf, cfg, path, _ = exported
+    xla = export_saved_model(clf, cfg["class_names"], str(tmp_path), 1, 2, 25, jit_compile=True)
+    x, n, _ = raw_batch(synthetic_dir)
+    ref = load_serving(path)[1](skeleton=tf.constant(x), num_frames=tf.constant(n))
+    loaded, serve = load_serving(xla)
+    got = serve(skeleton=tf.constant(x), num_frames=tf.constant(n))
+    assert json.loads(loaded.model_info.numpy().decode())["jit_compile"] is True
+    for k in ("logits", "embedding"):
+        np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), atol=1e-4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(EXPECTED)):
+        serve(skeleton=tf.zeros((1, 30, 2, 24, 3)), num_frames=tf.constant([10], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_frames exceeds"):
+        serve(skeleton=tf.constant(x), num_frames=tf.constant(n + 1000))
 
 
 def test_saved_model_cli_show_and_run(exported, synthetic_dir, tmp_path):
@@ -123,6 +170,13 @@ def test_saved_model_cli_show_and_run(exported, synthetic_dir, tmp_path):
     _, serve = load_serving(path)
     expected = serve(skeleton=tf.constant(x), num_frames=tf.constant(n))["logits"].numpy()
     np.testing.assert_allclose(np.load(tmp_path / "out" / "logits.npy"), expected, atol=1e-6)
+    np.save(tmp_path / "wrong.npy", x[:, :, :, :24])
+    run = subprocess.run(cli + ["run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+                                "--inputs", f"skeleton={tmp_path / 'wrong.npy'};num_frames={tmp_path / 'n.npy'}",
+                                "--outdir", str(tmp_path / "out2")], capture_output=True, text=True, env=env)
+    # the session-based client checks the declared shape before the graph runs, naming both shapes
+    assert run.returncode != 0
+    assert f"Cannot feed value of shape {x[:, :, :, :24].shape}" in run.stderr and "(None, None, 2, 25, 3)" in run.stderr
 
 
 def test_predict_request_over_grpc(exported, synthetic_dir):
@@ -134,9 +188,12 @@ def test_predict_request_over_grpc(exported, synthetic_dir):
     _, serve = load_serving(exported[2])
 
     class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):
+        def Predict(self, request, context):      # as TF Serving: a failed run is INVALID_ARGUMENT with its message
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            outputs = serve(**{k: tf.constant(v) for k, v in inputs.items()})
+            try:
+                outputs = serve(**{k: tf.constant(v) for k, v in inputs.items()})
+            except tf.errors.InvalidArgumentError as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
             resp = predict_pb2.PredictResponse()
             resp.model_spec.CopyFrom(request.model_spec)
             for k, v in outputs.items():
@@ -160,6 +217,12 @@ def test_predict_request_over_grpc(exported, synthetic_dir):
         np.testing.assert_allclose(got, serve(skeleton=tf.constant(x), num_frames=tf.constant(n))["logits"].numpy(),
                                    atol=1e-6)
         assert tf.make_ndarray(resp.outputs["top_k_classes"]).shape == (2, 5)
+        req.inputs["skeleton"].CopyFrom(tf.make_tensor_proto(x[:, :, :1]))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as e:
+                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=60)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert EXPECTED in e.value.details() and _graph_shape(x[:, :, :1].shape) in e.value.details()
     finally:
         server.stop(None)
 

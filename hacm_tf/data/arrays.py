@@ -50,8 +50,9 @@ def _int(row, key, path, line, default=-1):
         raise DataError(path, f"column {key!r}: {v!r} is not an integer", line=line) from None
 
 
-def load_sample(path: str, name: str, layout: JointLayout, num_persons: int) -> np.ndarray:
-    """One ``.npy`` -> float32 ``[frames, persons, joints, 3]`` (persons zero-padded)."""
+def load_sample(path: str, name: str, layout: JointLayout, num_persons: Optional[int]) -> np.ndarray:
+    """One ``.npy`` -> float32 ``[frames, persons, joints, 3]`` (persons zero-padded to ``num_persons``;
+    None keeps the persons as stored)."""
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -61,6 +62,8 @@ def load_sample(path: str, name: str, layout: JointLayout, num_persons: int) -> 
     if x.ndim != 4 or x.shape[2] != layout.num_joints or x.shape[3] != 3:
         raise DataError(path, f"sample {name}: expected [frames, ({layout.num_joints} joints), 3] or "
                         f"[frames, persons, {layout.num_joints}, 3] for layout {layout.name}, got {list(x.shape)}")
+    if num_persons is None:
+        return x.astype(np.float32)
     if x.shape[1] > num_persons:
         raise DataError(path, f"sample {name}: {x.shape[1]} persons, the dataset keeps {num_persons}")
     if x.shape[1] < num_persons:

@@ -342,13 +342,17 @@ def to_persons(joints: np.ndarray, copy_single_actor: bool) -> np.ndarray:
     return joints.reshape(joints.shape[0], 2, NUM_JOINTS, 3)
 
 
-def read_ntu_sample(path: str, copy_single_actor: bool = False) -> Sample:
+def read_ntu_sample(path: str, copy_single_actor: bool = False, require_name: bool = True) -> Sample:
     """Full NTU preparation of one file -> Sample with ``[frames, 2, 25, 3]`` skeleton.
 
-    Labels are ``action - 1``; metadata comes from the file name.
+    Labels are ``action - 1``; metadata comes from the file name. ``require_name=False`` (prediction) also
+    reads files named otherwise: their label and metadata are -1.
     """
     raw = parse_skeleton_file(path)
-    fields = parse_name(raw.name, path)
+    if require_name or NAME_PATTERN.match(raw.name):
+        fields = parse_name(raw.name, path)
+    else:
+        fields = NtuName(-1, -1, -1, -1, 0)
     joints = centre_sequence(assemble_actors(raw, path))
     skeleton = to_persons(joints, copy_single_actor)
     return Sample(raw.name, skeleton, fields.action - 1, fields.subject, fields.camera,

@@ -30,35 +30,41 @@ CLASS_NAMES = ("pick up with one hand", "pick up with two hands", "drop trash", 
 SPLITS = ("xview", "xview_val", "xsub")
 
 
-def read_sample(path: str) -> Sample:
-    """One JSON file -> Sample ``[T, 1, 20, 3]`` (label 0-based, subject, camera = view)."""
+def read_sample(path: str, require_label: bool = True) -> Sample:
+    """One JSON file -> Sample ``[T, 1, 20, 3]`` (label 0-based, subject, camera = view).
+
+    ``require_label=False`` (prediction) also reads files without a label or with a name outside the
+    release's pattern: their label, subject and view are -1."""
     try:
         with open(path) as f:
             d = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(path, f"cannot read JSON: {e}") from None
-    for key in ("file_name", "skeletons", "label"):
+    if not isinstance(d, dict):
+        raise DataError(path, "expected a JSON object with file_name, skeletons and label")
+    for key in ("file_name", "skeletons", "label") if require_label else ("skeletons",):
         if key not in d:
             raise DataError(path, f"missing key {key!r}")
-    m = NAME_PATTERN.match(str(d["file_name"]))
-    if not m:
-        raise DataError(path, f"file_name {d['file_name']!r} does not follow aAA_sSS_eEE_vVV")
+    name = str(d.get("file_name", os.path.splitext(os.path.basename(path))[0]))
+    m = NAME_PATTERN.match(name)
+    if not m and require_label:
+        raise DataError(path, f"file_name {name!r} does not follow aAA_sSS_eEE_vVV")
     try:
         x = np.asarray(d["skeletons"], dtype=np.float32)
     except (ValueError, TypeError):
         raise DataError(path, "skeletons is not a numeric [frames][20][3] array") from None
     if x.ndim != 3 or x.shape[1:] != (KINECT_V1_20.num_joints, 3):
         raise DataError(path, f"expected skeletons of shape [frames, 20, 3], got {list(x.shape)}")
-    label = int(d["label"])
-    if not 1 <= label <= len(CLASS_NAMES):
+    label = int(d.get("label", 0))
+    if (require_label or label) and not 1 <= label <= len(CLASS_NAMES):
         raise DataError(path, f"label {label} outside [1, {len(CLASS_NAMES)}]")
     if x.shape[0] == 0:
         raise DataError(path, "zero frames")
     if not np.all(np.isfinite(x)):
         raise DataError(path, "non-finite coordinate")
     x = x - x[0, KINECT_V1_20.centre_joint]
-    _, subject, _, view = (int(g) for g in m.groups())
-    return Sample(d["file_name"], x[:, None], label - 1, subject=subject, camera=view).check(path)
+    _, subject, _, view = (int(g) for g in m.groups()) if m else (-1, -1, -1, -1)
+    return Sample(name, x[:, None], label - 1, subject=subject, camera=view).check(path)
 
 
 def split_of(sample: Sample, protocol: str) -> Optional[str]:

@@ -12,6 +12,8 @@ import tensorflow as tf
 from hacm_tf.config import ComputeConfig, ModelConfig, ProtocolConfig
 from hacm_tf.layers.transformer import dense
 from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
+from hacm_tf.ops.checks import check_skeleton_batch
+from hacm_tf.skeleton import get_layout
 
 HEADS = ("linear", "finetune")
 HIDDEN = 2048
@@ -39,6 +41,7 @@ class ActionClassifier(keras.Model):
         self.remat, self.precision = remat, precision
         self.encoder = SkeletonEncoder(self.config, remat, precision, name="encoder")
         self.num_token_joints = len(self.encoder.joints)
+        self.num_joints = get_layout(self.cfg.layout).num_joints
         if head == "linear":
             self.encoder.trainable = False
             self.bn = keras.layers.BatchNormalization(center=False, scale=False, epsilon=1e-6, momentum=0.9,
@@ -65,8 +68,9 @@ class ActionClassifier(keras.Model):
         self.built = True
 
     def features(self, x, training=False) -> tf.Tensor:
-        """Token features ``[N, M, T', V', D]``."""
-        x = tf.convert_to_tensor(x, tf.float32)
+        """Token features ``[N, M, T', V', D]`` of ``x`` ``[N, T, M, V, 3]`` (a wrong M, V or coordinate count
+        raises ValueError naming both shapes)."""
+        x = check_skeleton_batch(tf.convert_to_tensor(x, tf.float32), self.cfg.num_persons, self.num_joints)
         n, m = tf.shape(x)[0], x.shape[2]
         enc_training = training and self.head == "finetune"
         h = self.encoder(fold_persons(x), training=enc_training)              # [N*M, T'*V', D]

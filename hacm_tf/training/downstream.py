@@ -27,6 +27,8 @@ from hacm_tf.rundir import check_workdir_config, load_pretrained_encoder
 from hacm_tf.training import optim
 from hacm_tf.training.pretrain import check_data_for_model, steps_per_epoch
 from hacm_tf.training.run import Run
+from hacm_tf.training.strategy import is_chief
+from hacm_tf import console
 
 ARCHITECTURE_FIELDS = ("method", "layout", "dim", "depth", "heads", "mlp_ratio", "t_patch", "hyperbolic",
                        "curvature", "clip_radius")
@@ -119,9 +121,11 @@ def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, dat
                                              train_config.epochs, spe, scale=s),
                 train_config.weight_decay, train_config.beta_1, train_config.beta_2)
         clf.optimizer = opt
-    logging.info("%s: %d trainable / %d parameters, %d classes, global batch %d, %d steps/epoch, lr %.2e",
-                 protocol.protocol, sum(int(np.prod(v.shape)) for v in clf.trainable_variables), clf.count_params(),
-                 num_classes, data_config.batch_size, spe, train_config.lr)
+    if is_chief():
+        trainable = sum(int(np.prod(v.shape)) for v in clf.trainable_variables)
+        console.say(f"{protocol.protocol}: {trainable:,} trainable / {clf.count_params():,} parameters, {num_classes} "
+                    f"classes, global batch {data_config.batch_size}, {train_config.epochs} epochs x {spe} steps, "
+                    f"lr {train_config.lr:.2e} -> {workdir}")
 
     def make(ctx, start_epoch, skip, per_epoch):
         return pipeline.make_dataset(data_dir, "train", data_config, training=True, seed=seed, input_context=ctx,
@@ -136,7 +140,7 @@ def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, dat
 
     run = Run(workdir, strategy, clf, make, train_config.epochs, spe, data_config.batch_size,
               train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every,
-              evaluate=evaluate)
+              evaluate=evaluate, name=protocol.protocol)
     try:
         final = run.train()
     except tf.errors.DataLossError:

@@ -19,6 +19,8 @@ from hacm_tf.skeleton import get_layout
 from hacm_tf.training import optim
 from hacm_tf.rundir import check_workdir_config
 from hacm_tf.training.run import Run
+from hacm_tf.training.strategy import is_chief
+from hacm_tf import console
 
 
 def steps_per_epoch(train_samples: int, global_batch: int, configured: int = 0) -> int:
@@ -99,9 +101,11 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
                 and not tf.config.list_physical_devices("GPU")):
             logging.warning("XLA on CPU runs bfloat16 matmuls without oneDNN: measured 1.9x slower than without "
                             "XLA at the paper's HA-CM size; pass --nojit_compile with --precision=mixed_bfloat16")
-    logging.info("pretraining %s (%s): %d parameters, global batch %d (%d replicas), %d steps/epoch, lr %.2e",
-                 model_config.method, model_config.hacm_mode if model_config.method == "hacm" else "-",
-                 model.count_params(), data_config.batch_size, strategy.num_replicas_in_sync, spe, train_config.lr)
+    mode = f" ({model_config.hacm_mode})" if model_config.method == "hacm" else ""
+    if is_chief():
+        console.say(f"pretraining {model_config.method}{mode}: {model.count_params():,} parameters, global batch "
+                    f"{data_config.batch_size} ({strategy.num_replicas_in_sync} replicas), "
+                    f"{train_config.epochs} epochs x {spe} steps, lr {train_config.lr:.2e} -> {workdir}")
 
     def make(ctx, start_epoch, skip, per_epoch):
         ds = pipeline.make_dataset(data_dir, "train", data_config, training=True, seed=seed, input_context=ctx,
@@ -117,7 +121,8 @@ def pretrain(workdir: str, data_dir: str, model_config: ModelConfig, data_config
 
     run = Run(workdir, strategy, model, make, train_config.epochs, spe, data_config.batch_size,
               train_config.checkpoint_every, train_config.keep_checkpoints, train_config.log_every, images=images,
-              evaluate=knn_monitor(model.encoder, model_config, data_config, train_config.epochs, monitor))
+              evaluate=knn_monitor(model.encoder, model_config, data_config, train_config.epochs, monitor),
+              name=f"pretrain {model_config.method}")
     try:
         final = run.train()
     except tf.errors.DataLossError:
@@ -138,9 +143,10 @@ def knn_monitor(encoder, model_config: ModelConfig, data_config: DataConfig, epo
     info = tfrecord.load_info(monitor.monitor_data_dir)
     check_data_for_model(info, monitor.monitor_data_dir, model_config)
     tfrecord.check_info(info, monitor.monitor_data_dir, split="test")
-    logging.info("kNN monitor every %d epochs on %s (%d train / %d test clips): its labels are read only to "
-                 "score the frozen encoder; pretraining never sees them", monitor.monitor_every,
-                 monitor.monitor_data_dir, info["splits"]["train"], info["splits"]["test"])
+    if is_chief():
+        console.say(f"kNN monitor every {monitor.monitor_every} epochs on {monitor.monitor_data_dir} "
+                    f"({info['splits']['train']} train / {info['splits']['test']} test clips): its labels are read "
+                    "only to score the frozen encoder; pretraining never sees them")
 
     def evaluate(epoch):
         if not monitor.due(epoch, epochs):

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from hacm_tf import console
 from hacm_tf.data.tfrecord import atomic_write_text
 from hacm_tf.errors import TrainingError
 from hacm_tf.training.engine import NONFINITE_MESSAGE
@@ -56,12 +57,13 @@ class Run:
       checkpoint_every, keep_checkpoints, log_every: bookkeeping cadence (steps).
       images: optional ``(writer, epoch) -> None`` called on the chief after each epoch.
       global_batch: samples per step (for throughput).
+      name: the stage's name on the progress bar and the console lines.
     """
 
     def __init__(self, workdir: str, strategy, model, make_dataset: Callable, epochs: int, steps_per_epoch: int,
                  global_batch: int, checkpoint_every: int = 0, keep_checkpoints: int = 3, log_every: int = 10,
-                 images: Optional[Callable] = None, evaluate: Optional[Callable] = None):
-        self.workdir, self.strategy, self.model = workdir, strategy, model
+                 images: Optional[Callable] = None, evaluate: Optional[Callable] = None, name: str = "train"):
+        self.workdir, self.strategy, self.model, self.name = workdir, strategy, model, name
         self.make_dataset, self.epochs, self.steps_per_epoch = make_dataset, epochs, steps_per_epoch
         self.global_batch = global_batch
         self.checkpoint_every = checkpoint_every or steps_per_epoch
@@ -96,7 +98,8 @@ class Run:
         latest = tf.train.latest_checkpoint(self.chief_dir)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("resumed from %s at step %d", latest, int(self.step.numpy()))
+            if self.chief:
+                console.say(f"{self.name}: resumed from {latest} (step {int(self.step.numpy())})")
         self.history = [h for h in self.history if h["epoch"] < int(self.step.numpy()) // self.steps_per_epoch]
         return int(self.step.numpy())
 
@@ -106,7 +109,7 @@ class Run:
         except (OSError, tf.errors.OpError) as e:
             raise TrainingError(f"cannot write a checkpoint in {self.manager.directory}: {e}; "
                                 f"earlier checkpoints are intact") from None
-        logging.info("checkpoint %s", path)
+        logging.debug("checkpoint %s", path)
 
     def write_metrics(self, final: Optional[dict] = None):
         if not self.chief:
@@ -132,7 +135,8 @@ class Run:
         step = self.restore()
         total = self.epochs * self.steps_per_epoch
         if step >= total:
-            logging.info("run already complete (%d steps)", step)
+            if self.chief:
+                console.say(f"{self.name}: already complete ({step} steps) in {self.workdir}")
             final = self._final()
             self.write_metrics(final)
             return final
@@ -144,30 +148,34 @@ class Run:
         def train_step(it):
             strategy.run(model.train_step, args=(next(it),))
 
+        bar = progress_bar(desc=self.name, total=total, unit="step", disable=not self.chief)
+        bar.update(step)
         for epoch in range(start_epoch, self.epochs):
             for m in model.metrics:
                 m.reset_state()
             first = skip if epoch == start_epoch else 0
-            bar = progress_bar(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}",
-                               unit="step", disable=not self.chief)
+            bar.set_postfix(epoch=f"{epoch + 1}/{self.epochs}", **self._shown(), refresh=False)
             t0, n0 = time.perf_counter(), 0
-            for _ in bar:
+            for _ in range(first, self.steps_per_epoch):
                 try:
                     train_step(iterator)
                 except tf.errors.InvalidArgumentError as e:
                     if NONFINITE_MESSAGE in str(e):
+                        bar.close()
                         raise TrainingError(
                             f"non-finite loss or gradient at step {int(self.step.numpy()) + 1}; the last "
                             f"checkpoint is {self.manager.latest_checkpoint} (rerun with --nonfinite=skip "
                             "to zero such steps, or lower the learning rate)") from None
                     raise
                 self.step.assign_add(1)
+                bar.update(1)
                 n0 += 1
                 s = int(self.step.numpy())
                 if s % self.log_every == 0 or s == total:
                     logs = self._logs()
                     rate = n0 * self.global_batch / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", **self._shown_evals(), refresh=False)
+                    bar.set_postfix(epoch=f"{epoch + 1}/{self.epochs}", loss=f"{logs['loss']:.4f}", **self._shown(),
+                                    refresh=False)
                     self._scalars(s, {**logs, "samples_per_second": rate,
                                       "learning_rate": float(model.optimizer.learning_rate)})
                 if s % self.checkpoint_every == 0 and s % self.steps_per_epoch:
@@ -178,20 +186,26 @@ class Run:
                 entry.update(self.evaluate(epoch))
                 self._scalars(int(self.step.numpy()), {k: v for k, v in entry.items() if k.startswith("eval_")})
             self.history.append(entry)
-            logging.info("epoch %d: %s", epoch + 1, {k: v for k, v in entry.items() if k != "epoch"})
+            if self.chief:
+                shown = {k: v for k, v in entry.items() if k not in ("epoch", "step", "seconds")}
+                console.say(f"{self.name} epoch {epoch + 1}/{self.epochs}  {console.figures(shown)}  "
+                            f"({entry['seconds']:.1f} s)")
             if self.images is not None and self.writer is not None:
                 with self.writer.as_default(step=int(self.step.numpy())):
                     self.images(epoch)
             self.write_metrics()   # before the checkpoint: a resume drops entries past the checkpoint
             self.save()
+        bar.close()
+        if self.chief:
+            console.say(f"{self.name}: done; checkpoints in {self.chief_dir} (latest {self.manager.latest_checkpoint})")
         final = self._final()
         self.write_metrics(final)
         if not self.chief:
             shutil.rmtree(os.path.join(self.workdir, ".scratch", f"worker{task_info()['index']}"), ignore_errors=True)
         return final
 
-    def _shown_evals(self) -> Dict[str, str]:
-        """The latest evaluation figures (top-1 read-outs) for the progress line."""
+    def _shown(self) -> Dict[str, str]:
+        """The latest evaluation figures (top-1 read-outs) for the progress bar."""
         for h in reversed(self.history):
             shown = {k[len("eval_"):]: f"{v:.3f}" for k, v in h.items() if k.startswith("eval_") and "top1" in k}
             if shown:

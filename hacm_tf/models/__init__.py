@@ -1,0 +1,1 @@
+"""Keras models: the skeleton encoder, the masked pretrainers and the action classifier."""
