@@ -9,6 +9,7 @@ checkpoint sharding timings, signature renames); the scripts call it unless ``--
 
 from __future__ import annotations
 
+import contextlib
 import logging as _pylogging
 import os
 import sys
@@ -26,13 +27,26 @@ def enable(on: bool = True):
     _state["enabled"] = bool(on)
 
 
+@contextlib.contextmanager
+def silenced():
+    """:func:`say` off inside the block (restored after)."""
+    before = _state["enabled"]
+    _state["enabled"] = False
+    try:
+        yield
+    finally:
+        _state["enabled"] = before
+
+
 def say(message: str):
     """One line for the person at the terminal (stderr), unless disabled."""
     if not _state["enabled"]:
         return
     from tqdm.auto import tqdm
 
+    sys.stdout.flush()                     # keep the order of stdout and stderr lines
     tqdm.write(message, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def figures(values: Mapping[str, float], digits: int = 4) -> str:

@@ -3,7 +3,9 @@ import os
 import subprocess
 import sys
 
+from hacm_tf.console import STARTUP_CHATTER
 from tests.conftest import REPO
+from tests.test_console import ABSL_LINE
 
 
 def test_quick_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path):
@@ -12,6 +14,11 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| HA-CM pretrained encoder" in r.stdout and "randomly initialised encoder" in r.stdout
+    # a person's console: one line per epoch and stage, no TensorFlow log lines
+    lines = r.stderr.strip().splitlines()
+    assert not [line for line in lines if ABSL_LINE.match(line) or any(c in line for c in STARTUP_CHATTER)], lines
+    assert "pretrain hacm epoch 3/3  loss " in r.stderr and "linear epoch 3/3  loss " in r.stderr
+    assert len(lines) <= 20, lines
     s = json.load(open(tmp_path / "summary.json"))
     assert s["dataset"]["train"] == 108 and s["dataset"]["test"] == 36
     assert 0 <= s["saved_model_test"]["top1"] <= 1

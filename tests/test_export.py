@@ -176,7 +176,8 @@ def test_saved_model_cli_show_and_run(exported, synthetic_dir, tmp_path):
                                 "--outdir", str(tmp_path / "out2")], capture_output=True, text=True, env=env)
     # the session-based client checks the declared shape before the graph runs, naming both shapes
     assert run.returncode != 0
-    assert f"Cannot feed value of shape {x[:, :, :, :24].shape}" in run.stderr and "(None, None, 2, 25, 3)" in run.stderr
+    assert f"Cannot feed value of shape {x[:, :, :, :24].shape}" in run.stderr
+    assert "(None, None, 2, 25, 3)" in run.stderr
 
 
 def test_predict_request_over_grpc(exported, synthetic_dir):

@@ -7,9 +7,11 @@ import os
 import time
 from typing import List
 
+import numpy as np
+
 from hacm_tf.bench.flops import block_flops, classifier_flops_per_sample, graph_flops, pretrain_flops_per_sample
 from hacm_tf.bench.profile import profile_op_times
-from hacm_tf.bench.timing import peak_rss_gib, time_call
+from hacm_tf.bench.timing import peak_rss_gib, time_call, time_calls
 from hacm_tf.config import ComputeConfig, DataConfig
 
 
@@ -40,8 +42,6 @@ def data_throughput(data_dir: str, batch_size: int = 128, window: int = 72, step
 
 
 def random_clips(config, batch_size, seed=0):
-    import numpy as np
-
     from hacm_tf.skeleton import get_layout
 
     v = get_layout(config.layout).num_joints
@@ -225,8 +225,9 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
 
 def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 2, saved_model: bool = False,
                          xla: bool = False, num_classes: int = 60, precision: str = "float32") -> dict:
-    """Classifier inference samples/s: the Keras model (tf.function, optionally XLA) or the exported
-    SavedModel's serving signature (raw clips, preprocessing inside)."""
+    """Classifier inference samples/s and per-call latency (median and 95th percentile): the Keras model
+    (tf.function, optionally XLA) or the exported SavedModel's serving signature (raw clips, preprocessing
+    and input checks inside; ``xla``: exported with the XLA-compiled serving function)."""
     import shutil
     import tempfile
 
@@ -237,28 +238,30 @@ def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 
 
     clf = ActionClassifier(config.to_dict(), num_classes, head="finetune", precision=precision)
     clf.build()
+    x = tf.constant(random_clips(config, batch_size))
     if saved_model:
         from hacm_tf.export import export_saved_model, load_serving
 
         tmp = tempfile.mkdtemp()
         path = export_saved_model(clf, [str(i) for i in range(num_classes)], tmp, 1, config.num_persons,
-                                  get_layout(config.layout).num_joints)
+                                  get_layout(config.layout).num_joints, jit_compile=xla)
         _, serve = load_serving(path)
-        x = tf.constant(random_clips(config, batch_size))
         n = tf.fill([batch_size], config.window)
         fn = lambda: serve(skeleton=x, num_frames=n)["logits"].numpy()  # noqa: E731
     else:
-        x = tf.constant(random_clips(config, batch_size))
         call = tf.function(lambda t: clf(t, training=False), jit_compile=xla)
         fn = lambda: call(x).numpy()  # noqa: E731
-    med, first = time_call(fn, steps, warmup)
+    times, first = time_calls(fn, steps, warmup)
     if saved_model:
         shutil.rmtree(tmp, ignore_errors=True)
+    med = float(np.median(times))
     flops = classifier_flops_per_sample(config, num_classes)
-    return {"benchmark": "inference", "method": config.method, "batch_size": batch_size,
-            "runtime": "saved_model" if saved_model else ("keras+xla" if xla else "keras"),
+    runtime = ("saved_model" if saved_model else "keras") + ("+xla" if xla else "")
+    return {"benchmark": "inference", "method": config.method, "batch_size": batch_size, "runtime": runtime,
             "precision": precision,
-            "ms_per_batch": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
+            "ms_per_batch": round(1000 * med, 1), "latency_ms_median": round(1000 * med, 2),
+            "latency_ms_p95": round(1000 * float(np.percentile(times, 95)), 2), "timed_calls": len(times),
+            "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(first, 1),
             "peak_rss_gib": peak_rss_gib()}

@@ -19,7 +19,8 @@ from hacm_tf.bench.timing import matmul_peak
 from hacm_tf.config import ComputeConfig
 
 MEASURED = ("pretrain", "finetune", "inference", "profile", "scale")
-RUNTIMES = ("keras", "keras+xla", "saved_model")
+RUNTIMES = ("keras", "keras+xla", "saved_model", "saved_model+xla")
+LATENCY_CALLS = 50          # timed calls at batch 1, for a stable 95th percentile
 TORCH_BLOCK = os.path.join(presets.REPO, "scripts", "torch_block.py")
 
 
@@ -40,8 +41,11 @@ def measure_one(spec: dict) -> dict:
     if kind == "finetune":
         return measure.finetune_throughput(cfg, batch, steps or 3, compute=compute)
     runtime = spec.get("runtime", "keras")
-    return measure.inference_throughput(cfg, batch, steps or 5, saved_model=runtime == "saved_model",
-                                        xla=runtime == "keras+xla", precision=compute.precision)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown inference runtime {runtime!r}; use one of {RUNTIMES}")
+    return measure.inference_throughput(cfg, batch, steps or (LATENCY_CALLS if batch == 1 else 5),
+                                        saved_model=runtime.startswith("saved_model"), xla=runtime.endswith("+xla"),
+                                        precision=compute.precision)
 
 
 def jobs(kind: str, methods: Sequence[str], batch_size: Optional[int] = None, xla: str = "both",
@@ -171,8 +175,9 @@ def profile_markdown(rows: Sequence[dict]) -> str:
 def markdown(rows: Sequence[dict]) -> str:
     """A Markdown table of the measured rows (shares in %)."""
     keys = [k for k in ("method", "batch_size", "window", "tokens", "xla", "precision", "runtime", "ms_per_step",
-                        "ms_per_batch", "samples_per_second", "gflops_per_sample", "achieved_gflops", "share_of_peak",
-                        "share_of_bf16_peak", "peak_rss_gib") if k in rows[0]]
+                        "ms_per_batch", "latency_ms_median", "latency_ms_p95", "samples_per_second",
+                        "gflops_per_sample", "achieved_gflops", "share_of_peak", "share_of_bf16_peak", "peak_rss_gib")
+            if k in rows[0]]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
         cells = [f"{100 * r[k]:.0f} %" if k.startswith("share_of") else str(r[k]) for k in keys]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Callable, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 
 
-def time_call(fn: Callable, steps: int, warmup: int) -> Tuple[float, float]:
-    """(median seconds of ``steps`` calls after ``warmup`` untimed ones, seconds of the warm-up)."""
+def time_calls(fn: Callable, steps: int, warmup: int) -> Tuple[List[float], float]:
+    """(seconds of each of ``steps`` calls after ``warmup`` untimed ones, seconds of the warm-up)."""
     t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
@@ -20,6 +20,12 @@ def time_call(fn: Callable, steps: int, warmup: int) -> Tuple[float, float]:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return times, first
+
+
+def time_call(fn: Callable, steps: int, warmup: int) -> Tuple[float, float]:
+    """(median seconds of ``steps`` calls after ``warmup`` untimed ones, seconds of the warm-up)."""
+    times, first = time_calls(fn, steps, warmup)
     return float(np.median(times)), first
 
 

@@ -137,7 +137,15 @@ def _chain_job(chain) -> List[dict]:
 def _run_chain(out: str, data_dir: str, study: StudyConfig, variant: str, seed: int, protocols: Sequence[str],
                log: Callable = print, report: Optional[Callable] = None) -> List[dict]:
     """Pretraining (unless the variant has none) and each protocol of one (variant, seed); complete runs
-    are reused. Returns the rows of the protocols (the knn protocol gives knn20, knn1 and logreg rows)."""
+    are reused. Returns the rows of the protocols (the knn protocol gives knn20, knn1 and logreg rows).
+    The runs' own per-epoch console lines are off: the study reports its progress itself."""
+    from hacm_tf import console
+
+    with console.silenced():
+        return _chain_stages(out, data_dir, study, variant, seed, protocols, log, report)
+
+
+def _chain_stages(out, data_dir, study, variant, seed, protocols, log, report) -> List[dict]:
     import keras
 
     from hacm_tf.training import downstream, frozen

@@ -15,7 +15,6 @@ from typing import Optional
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from hacm_tf.config import ComputeConfig, DataConfig, ModelConfig, ProtocolConfig, TrainConfig
 from hacm_tf.data import pipeline, tfrecord
@@ -102,7 +101,7 @@ def train_classifier(workdir: str, data_dir: str, model_config: ModelConfig, dat
                                    "dataset": info["dataset"], "compute": compute.to_dict()})
     source = load_pretrained_encoder(pretrained)[0] if pretrained else None
     if protocol.protocol == "linear" and source is None:
-        logging.warning("linear probe of a randomly initialised encoder (no --pretrained)")
+        console.say("note: linear probe of a randomly initialised encoder (no --pretrained)")
     keras.utils.set_random_seed(seed)
     with strategy.scope():
         clf = build_classifier(model_config, num_classes, protocol, compute)

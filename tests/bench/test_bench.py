@@ -150,7 +150,7 @@ def test_suite_jobs_and_one_measurement_in_its_own_process():
         ("hacm", False, 32), ("hacm", True, 32), ("mamp", False, 32), ("mamp", True, 32)]
     scale = suites.jobs("scale", ["hacm"], scale_batches=(8, 16), scale_windows=(72, 36))
     assert [(s["batch_size"], s["window"]) for s in scale] == [(8, None), (16, None), (8, 72), (8, 36)]
-    assert len(suites.jobs("inference", ["hacm"], batch_sizes=(1, 64))) == 6
+    assert len(suites.jobs("inference", ["hacm"], batch_sizes=(1, 64))) == 8
     with pytest.raises(ValueError, match="unknown measured suite"):
         suites.jobs("speed", ["hacm"])
     seen = []
@@ -183,6 +183,7 @@ def test_benchmark_script_runs_a_suite_each_configuration_in_its_own_process(tmp
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.load(open(out))
-    assert [row["runtime"] for row in result["rows"]] == ["keras", "keras+xla", "saved_model"]
+    assert [row["runtime"] for row in result["rows"]] == ["keras", "keras+xla", "saved_model", "saved_model+xla"]
     assert all(row["samples_per_second"] > 0 and row["share_of_peak"] > 0 for row in result["rows"])
+    assert all(0 < row["latency_ms_median"] <= row["latency_ms_p95"] for row in result["rows"])
     assert result["matmul_peak_gflops"] > 0 and "| hacm | 1 |" in result["markdown"]
