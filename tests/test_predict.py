@@ -152,3 +152,22 @@ def test_predict_script_table_json_and_exit_status(ntu_model, tmp_path):
     r = subprocess.run(base + [f"--input={tmp_path / 'none.skeleton'}"], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=300)
     assert r.returncode == 1 and "no clip could be answered" in r.stderr
+
+
+def test_predict_on_the_raw_files_agrees_with_evaluate_on_the_built_split(ucla_model, tmp_path):
+    """The NW-UCLA view-3 files through predict and the same clips as a TFRecord test split through
+    evaluate: the same confusion matrix (same reader, same centring, same serving function)."""
+    from hacm_tf.data import build
+    from hacm_tf.evaluate import evaluate_model_path
+
+    root = shared_path("nw_ucla")
+    build.build_ucla(root, str(tmp_path / "ucla"), progress=False)
+    rep = evaluate_model_path(ucla_model, str(tmp_path / "ucla"), "test")
+    files = [os.path.join(root, "all_sqe", f) for f in sorted(os.listdir(os.path.join(root, "all_sqe")))
+             if f.endswith("_v03.json")]
+    result = predict.predict_files(ucla_model, files, top_k=1, progress=False)
+    assert len(result["predictions"]) == rep["samples"] == 464 and not result["errors"]
+    confusion = np.zeros((10, 10), int)
+    for p in result["predictions"]:
+        confusion[ucla.CLASS_NAMES.index(p["label"]), p["top"][0]["index"]] += 1
+    np.testing.assert_array_equal(confusion, np.array(rep["confusion_matrix"]))
