@@ -3,7 +3,7 @@
   python scripts/benchmark.py --suite=data [--data_dir=DIR] [--batch_size=128]
   python scripts/benchmark.py --suite=pretrain [--methods=hacm,mamp,mae] [--batch_size=32] [--xla=both]
   python scripts/benchmark.py --suite=finetune [--methods=hacm,mamp] [--batch_size=32]
-  python scripts/benchmark.py --suite=inference [--methods=hacm,mamp] [--batch_sizes=1,64]
+  python scripts/benchmark.py --suite=inference [--methods=hacm,mamp] [--batch_sizes=1,64] [--runtimes=...]
   python scripts/benchmark.py --suite=profile [--methods=hacm] [--batch_size=8]
   python scripts/benchmark.py --suite=scale [--scale_batches=8,16,32,64] [--scale_windows=36,72,108,144]
   python scripts/benchmark.py --suite=kernels [--batch_size=32]
@@ -44,6 +44,8 @@ flags.DEFINE_integer("repeats", 3, "data: repeat the measurement; the median is 
 flags.DEFINE_list("methods", ["hacm", "mamp", "mae"], "pretrain: methods to measure.")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "pretrain: with and/or without XLA.")
 flags.DEFINE_list("batch_sizes", ["1", "64"], "inference: batch sizes.")
+flags.DEFINE_list("runtimes", ["keras", "keras+xla", "saved_model", "saved_model+xla"],
+                  "inference: runtimes (saved_model+xla: exported with the XLA serving function).")
 flags.DEFINE_list("scale_batches", ["8", "16", "32", "64"], "scale: batch sizes at the paper's window.")
 flags.DEFINE_list("scale_windows", ["36", "72", "108", "144"], "scale: windows (frames) at batch 8.")
 flags.DEFINE_integer("micro_batches", 1, "pretrain: parts per batch whose gradients are averaged.")
@@ -71,7 +73,8 @@ def main(argv):
     else:
         methods = FLAGS.methods if FLAGS["methods"].present or FLAGS.suite != "scale" else ["hacm"]
         specs = suites.jobs(FLAGS.suite, methods, FLAGS.batch_size, FLAGS.xla, [int(b) for b in FLAGS.batch_sizes],
-                            [int(b) for b in FLAGS.scale_batches], [int(w) for w in FLAGS.scale_windows])
+                            [int(b) for b in FLAGS.scale_batches], [int(w) for w in FLAGS.scale_windows],
+                            FLAGS.runtimes)
         for spec in specs:
             if FLAGS.steps:
                 spec["steps"] = FLAGS.steps

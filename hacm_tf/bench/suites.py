@@ -50,8 +50,12 @@ def measure_one(spec: dict) -> dict:
 
 def jobs(kind: str, methods: Sequence[str], batch_size: Optional[int] = None, xla: str = "both",
          batch_sizes: Sequence[int] = (1, 64), scale_batches: Sequence[int] = (8, 16, 32, 64),
-         scale_windows: Sequence[int] = (36, 72, 108, 144)) -> List[dict]:
-    """The measurement specs of a measured suite (without the compute settings)."""
+         scale_windows: Sequence[int] = (36, 72, 108, 144), runtimes: Sequence[str] = RUNTIMES) -> List[dict]:
+    """The measurement specs of a measured suite (without the compute settings); ``runtimes``: the
+    inference runtimes (a subset of RUNTIMES)."""
+    bad = set(runtimes) - set(RUNTIMES)
+    if bad:
+        raise ValueError(f"unknown inference runtimes {sorted(bad)}; use some of {RUNTIMES}")
     specs = []
     for method in methods:
         if kind == "pretrain":
@@ -66,7 +70,7 @@ def jobs(kind: str, methods: Sequence[str], batch_size: Optional[int] = None, xl
             specs += [dict(kind="pretrain", method=method, batch_size=b, jit_compile=True, window=w)
                       for b, w in dict.fromkeys(points)]
         elif kind == "inference":
-            specs += [dict(kind=kind, method=method, batch_size=b, runtime=rt) for b in batch_sizes for rt in RUNTIMES]
+            specs += [dict(kind=kind, method=method, batch_size=b, runtime=rt) for b in batch_sizes for rt in runtimes]
         else:
             raise ValueError(f"unknown measured suite {kind!r}; use one of {MEASURED}")
     return specs
