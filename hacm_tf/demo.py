@@ -69,11 +69,11 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     # 1. raw .skeleton files -> verified TFRecords
     data = paths["data"]
     if not os.path.exists(os.path.join(data, tfrecord.INFO_FILE)):
-        log("[1/6] generating synthetic NTU-format .skeleton files and building TFRecords")
+        log("[1/7] generating synthetic NTU-format .skeleton files and building TFRecords")
         spec = synthetic.SyntheticSpec(num_subjects=cfg.subjects, replications=cfg.replications)
         build.build_synthetic(data, spec=spec, seed=cfg.seed, progress=True)
     else:
-        log("[1/6] TFRecords already built")
+        log("[1/7] TFRecords already built")
     tfrecord.verify(data, progress=False)
     info = tfrecord.load_info(data)
     raw_names = sorted(os.listdir(os.path.join(data, "raw_skeletons")))[:12:3]
@@ -88,7 +88,7 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     dcfg = DataConfig(window=cfg.window, batch_size=cfg.batch_size, min_crop_frames=min(64, cfg.window))
 
     # 2. HA-CM pretraining
-    log("[2/6] pretraining HA-CM" + (" (resuming)" if os.path.exists(paths["pretrain_hacm"]) else ""))
+    log("[2/7] pretraining HA-CM" + (" (resuming)" if os.path.exists(paths["pretrain_hacm"]) else ""))
     pre_train = TrainConfig(epochs=cfg.pretrain_epochs, lr=2e-3, min_lr=2e-4,
                             warmup_epochs=max(1, cfg.pretrain_epochs // 10), log_every=10)
     keras.backend.clear_session()
@@ -104,7 +104,7 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
                         log_every=10)
     results = {}
     for name, pretrained in (("hacm", paths["pretrain_hacm"]), ("random", None)):
-        log(f"[3/6] linear probe of the {'HA-CM' if pretrained else 'randomly initialised'} encoder")
+        log(f"[3/7] linear probe of the {'HA-CM' if pretrained else 'randomly initialised'} encoder")
         keras.backend.clear_session()
         results[name] = downstream.train_classifier(paths[f"linprobe_{name}"], data, model, dcfg, probe,
                                                     downstream.ProtocolConfig("linear"), pretrained, seed=cfg.seed)
@@ -115,23 +115,33 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     # 4. export the HA-CM classifier
     version_dir = os.path.join(paths["export"], "1")
     if not os.path.exists(version_dir):
-        log("[4/6] exporting the HA-CM linear-probe classifier as a SavedModel")
+        log("[4/7] exporting the HA-CM linear-probe classifier as a SavedModel")
         keras.backend.clear_session()
         clf, run_cfg = rundir.load_classifier(paths["linprobe_hacm"])
         export_saved_model(clf, run_cfg["class_names"], paths["export"], 1, 2, NTU25.num_joints,
                            dataset=run_cfg.get("dataset", ""))
     else:
-        log("[4/6] SavedModel already exported")
+        log("[4/7] SavedModel already exported")
 
     # 5. evaluate the SavedModel through its serving signature
-    log("[5/6] evaluating the SavedModel on the test split")
+    log("[5/7] evaluating the SavedModel on the test split")
     rep = evaluate.evaluate_model_path(version_dir, data, "test", 32)
     figures = evaluate.write_report(rep, os.path.join(paths["report"], "saved_model_test.json"),
                                     "HA-CM linear probe, SavedModel, test")
     for name in ("confusion", "per_class"):
         os.replace(figures[name], os.path.join(paths["plots"], f"{name}.png"))
 
-    # 6. summary
+    # 6. raw recordings -> action labels through the SavedModel (the test subjects' files)
+    from hacm_tf.predict import format_predictions, predict_files
+
+    raw_dir = os.path.join(data, "raw_skeletons")
+    test_files = [os.path.join(raw_dir, n) for n in sorted(os.listdir(raw_dir))
+                  if ntu.parse_name(n[:-9]).subject not in ntu.NTU60_XSUB_TRAIN][:3]
+    log("[6/7] classifying three raw .skeleton files of the test subjects with the SavedModel")
+    predictions = predict_files(version_dir, test_files, top_k=3, progress=False)
+    log(format_predictions(predictions))
+
+    # 7. summary
     summary = {
         "output": os.path.abspath(out), "seconds": round(time.time() - t_start, 1),
         "dataset": {"train": info["splits"]["train"], "test": info["splits"]["test"],
@@ -140,6 +150,8 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
         "linprobe_hacm": {k: results["hacm"][k] for k in ("last_epoch_top1", "best_epoch_top1", "last_epoch_top5")},
         "linprobe_random": {k: results["random"][k] for k in ("last_epoch_top1", "best_epoch_top1", "last_epoch_top5")},
         "saved_model_test": {"top1": rep["top1"], "top5": rep["top5"], "samples": rep["samples"]},
+        "predicted_files": [{"clip": p["clip"], "label": p["label"], "top1": p["top"][0]["class"]}
+                            for p in predictions["predictions"]],
         "paths": {"tensorboard": os.path.join(paths["pretrain_hacm"], "tensorboard"),
                   "saved_model": version_dir, "plots": paths["plots"],
                   "report": os.path.join(paths["report"], "saved_model_test.json")},
@@ -147,7 +159,7 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
     }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    log("[6/6] done\n" + format_summary(summary))
+    log("[7/7] done\n" + format_summary(summary))
     return summary
 
 

@@ -19,9 +19,13 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_outputs(tmp_path):
     assert not [line for line in lines if ABSL_LINE.match(line) or any(c in line for c in STARTUP_CHATTER)], lines
     assert "pretrain hacm epoch 3/3  loss " in r.stderr and "linear epoch 3/3  loss " in r.stderr
     assert len(lines) <= 20, lines
+    # raw files -> labels through the SavedModel: three test-subject files, each with its top-3
+    assert "[6/7] classifying three raw .skeleton files" in r.stdout
+    assert "3 clips answered, 0 files unreadable" in r.stdout
     s = json.load(open(tmp_path / "summary.json"))
     assert s["dataset"]["train"] == 108 and s["dataset"]["test"] == 36
     assert 0 <= s["saved_model_test"]["top1"] <= 1
+    assert len(s["predicted_files"]) == 3 and all(p["label"] for p in s["predicted_files"])
     # the SavedModel answers exactly as the HA-CM linear probe's own last evaluation
     assert s["saved_model_test"]["top1"] == s["linprobe_hacm"]["last_epoch_top1"]
     for png in ("skeletons", "pretrain_loss", "hacm_masks", "confusion", "per_class", "linprobe_hacm_curves"):
