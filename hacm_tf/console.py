@@ -22,11 +22,6 @@ STARTUP_CHATTER = ("oneDNN custom operations are on", "All log messages before a
 _state = {"enabled": True}
 
 
-def enable(on: bool = True):
-    """Switches :func:`say` on or off for this process (parallel study workers keep it off)."""
-    _state["enabled"] = bool(on)
-
-
 @contextlib.contextmanager
 def silenced():
     """:func:`say` off inside the block (restored after)."""

@@ -51,16 +51,12 @@ class ServingModule(tf.Module):
         self.top_k = min(int(top_k), classifier.num_classes)
         self.num_persons, self.num_joints = int(num_persons), int(num_joints)
         self.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
-        info = {"dataset": dataset, "layout": classifier.cfg.layout, "num_persons": self.num_persons,
-                     "num_joints": self.num_joints, "window": self.window, "eval_crop": self.eval_crop,
-                     "velocity": self.velocity, "num_classes": classifier.num_classes, "jit_compile": bool(jit_compile)}
-        self.model_info = tf.Variable(json.dumps(info), trainable=False, name="model_info")
-        self.info_json = json.dumps(info)           # a str: tf.Module would wrap a dict attribute
-        self._asset_dir = tempfile.mkdtemp(prefix="hacm_tf_assets_")
-        path = os.path.join(self._asset_dir, "class_names.txt")
-        with open(path, "w") as f:
-            f.write("\n".join(class_names) + "\n")
-        self.class_names_asset = tf.saved_model.Asset(path)
+        # kept as a JSON string: tf.Module would wrap a dict attribute
+        self.info_json = json.dumps({
+            "dataset": dataset, "layout": classifier.cfg.layout, "num_persons": self.num_persons,
+            "num_joints": self.num_joints, "window": self.window, "eval_crop": self.eval_crop,
+            "velocity": self.velocity, "num_classes": classifier.num_classes, "jit_compile": bool(jit_compile)})
+        self.model_info = tf.Variable(self.info_json, trainable=False, name="model_info")
         spec = [tf.TensorSpec([None, None, num_persons, num_joints, 3], tf.float32, name="skeleton"),
                 tf.TensorSpec([None], tf.int32, name="num_frames")]
         self._outputs = tf.function(self._compute, jit_compile=bool(jit_compile))
@@ -111,14 +107,19 @@ def export_saved_model(classifier, class_names: Sequence[str], export_dir: str, 
     module = ServingModule(classifier, class_names, num_persons, num_joints, eval_crop, velocity,
                            jit_compile=jit_compile, dataset=dataset)
     tmp = tempfile.mkdtemp(prefix=f".{version}-tmp-", dir=export_dir)
+    asset_dir = tempfile.mkdtemp(prefix="hacm_tf_assets_")
     try:
+        asset = os.path.join(asset_dir, "class_names.txt")
+        with open(asset, "w") as f:
+            f.write("\n".join(class_names) + "\n")
+        module.class_names_asset = tf.saved_model.Asset(asset)       # copied into <version>/assets/
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve, "embed": module.embed})
         if os.path.exists(target):
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(module._asset_dir, ignore_errors=True)
+        shutil.rmtree(asset_dir, ignore_errors=True)
     return target
 
 
@@ -208,7 +209,6 @@ def open_model(path: str, jit_compile: bool = False) -> ServedModel:
     module = ServingModule(clf, cfg["class_names"], clf.cfg.num_persons, get_layout(clf.cfg.layout).num_joints,
                            cfg["data"]["eval_crop"], cfg["data"]["velocity"], jit_compile=jit_compile,
                            dataset=cfg.get("dataset", ""))
-    shutil.rmtree(module._asset_dir, ignore_errors=True)
     return ServedModel(module.serve, list(cfg["class_names"]), "checkpoint", checkpoint, module.num_persons,
                        module.num_joints, json.loads(module.info_json))
 

@@ -67,7 +67,7 @@ def _pku_label_file(path: str, labels: Optional[str]) -> str:
         candidates.append(labels if os.path.isfile(labels) else os.path.join(labels, name))
     else:
         parent = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-        candidates += [os.path.join(parent, d, name) for d in pku._DIR_NAMES["label"]]
+        candidates += [os.path.join(parent, d, name) for d in pku.DIR_NAMES["label"]]
     for c in candidates:
         if os.path.isfile(c):
             return c

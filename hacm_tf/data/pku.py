@@ -26,7 +26,7 @@ NUM_CLASSES = 51
 MAX_FRAMES = 300
 SPLIT_FILES = {("pku1", "xsub"): "cross-subject.txt", ("pku1", "xview"): "cross-view.txt",
                ("pku2", "xsub"): "cross_subject_v2.txt", ("pku2", "xview"): "cross_view_v2.txt"}
-_DIR_NAMES = {
+DIR_NAMES = {
     "skeleton": ("skeleton", "skeletons", "Skeleton", "PKU_Skeleton_Renew", "skeleton_v2"),
     "label": ("label", "labels", "Label", "Train_Label_PKU_final", "Label_PKUMMD", "label_v2"),
     "split": ("split", "Split", "splits", "."),
@@ -99,7 +99,7 @@ def read_train_videos(split_file: str) -> Set[str]:
 def find_layout(input_dir: str) -> Dict[str, str]:
     """Locates the skeleton and label folders and the split folder under ``input_dir``."""
     found = {}
-    for kind, candidates in _DIR_NAMES.items():
+    for kind, candidates in DIR_NAMES.items():
         for c in candidates:
             p = os.path.normpath(os.path.join(input_dir, c))
             if os.path.isdir(p):

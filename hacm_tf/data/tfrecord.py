@@ -204,12 +204,11 @@ class DatasetWriter:
             # round-robin fills the first shards first: a split keeps min(shards, samples) of them (one, empty,
             # for a split without samples), renamed <split>-0000i-of-<kept>
             kept = max(1, min(self.shards[split], sum(self.counts[split])))
-            staged = os.path.join(self._staging, shard_name(split, i, self.shards[split], self.compression))
             if i >= kept:
                 continue
             name = shard_name(split, i, kept, self.compression)
             path = os.path.join(self._staging, name)
-            os.replace(staged, path)
+            os.replace(os.path.join(self._staging, shard_name(split, i, self.shards[split], self.compression)), path)
             shard_list.append({"file": name, "split": split, "examples": self.counts[split][i],
                                "bytes": os.path.getsize(path), "sha256": sha256_file(path)})
         info = dict(self.info)

@@ -150,12 +150,16 @@ class Run:
 
         bar = progress_bar(desc=self.name, total=total, unit="step", disable=not self.chief)
         bar.update(step)
-        shown_loss = {}
+        last_loss = {}
+
+        def show(epoch):
+            bar.set_postfix(epoch=f"{epoch + 1}/{self.epochs}", **last_loss, **self._shown(), refresh=False)
+
         for epoch in range(start_epoch, self.epochs):
             for m in model.metrics:
                 m.reset_state()
             first = skip if epoch == start_epoch else 0
-            bar.set_postfix(epoch=f"{epoch + 1}/{self.epochs}", **shown_loss, **self._shown(), refresh=False)
+            show(epoch)
             t0, n0 = time.perf_counter(), 0
             for _ in range(first, self.steps_per_epoch):
                 try:
@@ -175,8 +179,8 @@ class Run:
                 if s % self.log_every == 0 or s == total:
                     logs = self._logs()
                     rate = n0 * self.global_batch / max(time.perf_counter() - t0, 1e-9)
-                    shown_loss = {"loss": f"{logs['loss']:.4f}"}
-                    bar.set_postfix(epoch=f"{epoch + 1}/{self.epochs}", **shown_loss, **self._shown(), refresh=False)
+                    last_loss["loss"] = f"{logs['loss']:.4f}"
+                    show(epoch)
                     self._scalars(s, {**logs, "samples_per_second": rate,
                                       "learning_rate": float(model.optimizer.learning_rate)})
                 if s % self.checkpoint_every == 0 and s % self.steps_per_epoch:
