@@ -247,6 +247,9 @@ class ComputeConfig(_Serializable):
         batch-wide cross-contrast included, for one more encoder forward pass; HA-CM then needs
         drop_path = 0).
       nonfinite: pretraining: "stop" (raise on a non-finite loss) or "skip" (zero that step's gradients).
+      fused_kernels: the training pass's GELU, LayerNorm and softmax gradient as XLA-fused kernels with
+        hand-written gradients (hacm_tf.ops.fused; same results to float32 rounding, faster, no
+        effect on inference); off: TensorFlow's own ops and autodiff.
       deterministic: enable TF op determinism (process-wide; the scripts switch it on).
     """
 
@@ -255,12 +258,13 @@ class ComputeConfig(_Serializable):
     jit_compile: bool = True
     micro_batches: int = 1
     nonfinite: str = "stop"
+    fused_kernels: bool = True
     deterministic: bool = False
 
     @property
     def layer_kwargs(self) -> dict:
-        """The settings a model's layers are built with: ``remat`` and ``precision``."""
-        return {"remat": self.remat, "precision": self.precision}
+        """The settings a model's layers are built with: ``remat``, ``precision`` and ``fused``."""
+        return {"remat": self.remat, "precision": self.precision, "fused": self.fused_kernels}
 
     def validate(self) -> "ComputeConfig":
         _check(self.remat in REMAT_MODES, "remat", f"must be one of {REMAT_MODES}, got {self.remat!r}")

@@ -53,6 +53,8 @@ flags.DEFINE_enum("remat", "none", list(REMAT_MODES),
                   "pretrain / finetune: what the backward pass recomputes (ComputeConfig.remat).")
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "pretrain / finetune: the transformer blocks' compute precision (ComputeConfig.precision).")
+flags.DEFINE_bool("fused_kernels", True, "pretrain / finetune: XLA-fused GELU, LayerNorm and softmax gradient "
+                  "in training (ComputeConfig.fused_kernels).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")
 flags.DEFINE_string("torch_python", sys.executable, "reference: a python that has PyTorch (e.g. a venv's).")
@@ -78,8 +80,8 @@ def main(argv):
         for spec in specs:
             if FLAGS.steps:
                 spec["steps"] = FLAGS.steps
-        compute = ComputeConfig(remat=FLAGS.remat, precision=FLAGS.precision,
-                                micro_batches=FLAGS.micro_batches).validate()
+        compute = ComputeConfig(remat=FLAGS.remat, precision=FLAGS.precision, micro_batches=FLAGS.micro_batches,
+                                fused_kernels=FLAGS.fused_kernels).validate()
         result = suites.measured_suite(FLAGS.suite, specs, compute, log=lambda line: print(line, file=sys.stderr),
                                        plot=FLAGS.plot)
     text = json.dumps(result, indent=1)

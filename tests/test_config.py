@@ -32,7 +32,7 @@ def test_round_trip_through_json(cls):
 def test_compute_settings_are_not_architecture():
     assert "precision" not in ModelConfig().to_dict() and "jit_compile" not in TrainConfig().to_dict()
     assert ComputeConfig(remat="block", precision="mixed_bfloat16").layer_kwargs == {
-        "remat": "block", "precision": "mixed_bfloat16"}
+        "remat": "block", "precision": "mixed_bfloat16", "fused": True}
 
 
 OLD_LAYOUT = {"stage": "pretrain", "seed": 0,

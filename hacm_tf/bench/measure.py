@@ -105,7 +105,8 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
             "decoder_depth": config.decoder_depth, "xla": compute.jit_compile, "remat": compute.remat,
-            "precision": compute.precision, "micro_batches": compute.micro_batches, "steps": steps,
+            "precision": compute.precision, "micro_batches": compute.micro_batches,
+            "fused_kernels": compute.fused_kernels, "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(t_compile, 1),
@@ -216,7 +217,7 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     med, first = time_call(lambda: float(step((x, y))["loss"][0]), steps, warmup)
     flops = 3 * classifier_flops_per_sample(config, num_classes)
     return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": compute.remat,
-            "precision": compute.precision,
+            "precision": compute.precision, "fused_kernels": compute.fused_kernels,
             "tokens": config.num_patches * len(clf.encoder.joints), "ms_per_step": round(1000 * med, 1),
             "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
             "achieved_gflops": round(flops * batch_size / med / 1e9, 1), "warmup_seconds": round(first, 1),

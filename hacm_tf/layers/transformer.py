@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from hacm_tf.config import PRECISIONS, REMAT_MODES
 from hacm_tf.layers.random import replica_seed
+from hacm_tf.ops import fused as fused_ops
 
 LN_EPS = 1e-5
 
@@ -72,30 +73,35 @@ class Attention(keras.layers.Layer):
     """Multi-head self-attention with one qkv projection. [B, N, D] -> [B, N, D].
 
     ``remat=True`` recomputes the [B, H, N, N] attention weights in the backward pass instead of
-    keeping them (same results; less memory, a little more compute).
+    keeping them (same results; less memory, a little more compute). ``fused=True``: in training, the
+    softmax gradient from the output and in one XLA-fused kernel (hacm_tf.ops.fused.attention).
     """
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, remat: bool = False, **kwargs):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, remat: bool = False, fused: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.dim, self.heads, self.qkv_bias, self.remat = int(dim), int(heads), bool(qkv_bias), bool(remat)
+        self.fused = bool(fused)
         self.scale = (dim // heads) ** -0.5
         self.qkv = dense(3 * dim, "qkv", use_bias=qkv_bias, dtype=self.dtype_policy)
         self.proj = dense(dim, "proj", dtype=self.dtype_policy)
-        self._core = tf.recompute_grad(self._attend) if self.remat else self._attend
+        cores = (self._attend, self._attend_fused)
+        self._cores = tuple(tf.recompute_grad(c) for c in cores) if self.remat else cores
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
         self.proj.build(input_shape[:-1] + (self.dim,))
 
-    def call(self, x):
+    def call(self, x, training=False):
         b, n = tf.shape(x)[0], tf.shape(x)[1]
         qkv = tf.reshape(self.qkv(x), [b, n, 3, self.heads, self.dim // self.heads])   # [B, N, 3, H, Dh]
         # one transpose to heads-major [3, B, H, N, Dh], so both products are plain batched matmuls; unstack's
         # gradient is one stack, where slicing's is three zero-filled copies
         q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
-        out = tf.transpose(self._core(q, k, v), [0, 2, 1, 3])                        # [B, N, H, Dh]
+        core = self._cores[int(bool(training) and self.fused)]
+        out = tf.transpose(core(q, k, v), [0, 2, 1, 3])                              # [B, N, H, Dh]
         return self.proj(tf.reshape(out, [b, n, self.dim]))
 
     def _attend(self, q, k, v):
@@ -104,9 +110,30 @@ class Attention(keras.layers.Layer):
         attn = tf.nn.softmax(tf.matmul(q * self.scale, k, transpose_b=True), axis=-1)  # [B, H, N, N]
         return tf.matmul(attn, v)
 
+    def _attend_fused(self, q, k, v):
+        return fused_ops.attention(q * self.scale, k, v)
+
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "qkv_bias": self.qkv_bias,
-                "remat": self.remat}
+                "remat": self.remat, "fused": self.fused}
+
+
+@keras.saving.register_keras_serializable("hacm_tf")
+class LayerNorm(keras.layers.LayerNormalization):
+    """LayerNormalization over the last axis; ``fused=True``: in training, forward and gradient as
+    XLA-fused kernels (hacm_tf.ops.fused.layer_norm). Same weights (gamma, beta) either way."""
+
+    def __init__(self, epsilon: float = LN_EPS, fused: bool = True, **kwargs):
+        super().__init__(epsilon=epsilon, **kwargs)
+        self.fused = bool(fused)
+
+    def call(self, x, training=False):
+        if training and self.fused:
+            return fused_ops.layer_norm(x, self.gamma, self.beta, self.epsilon)
+        return super().call(x)
+
+    def get_config(self):
+        return {**super().get_config(), "fused": self.fused}
 
 
 @keras.saving.register_keras_serializable("hacm_tf")
@@ -120,10 +147,14 @@ class TransformerBlock(keras.layers.Layer):
 
     ``precision="mixed_bfloat16"``: attention and MLP (matmuls, softmax, GELU) compute in bfloat16 from
     float32 weights; LayerNorm, drop path and the residual stream stay float32. Input and output float32.
+
+    ``fused=True``: the training pass's GELU, LayerNorm and softmax gradient run as XLA-fused kernels
+    (hacm_tf.ops.fused; same results to float32 rounding, faster); inference uses the plain ops.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0, remat: str = "none", precision: str = "float32", **kwargs):
+                 drop_path: float = 0.0, remat: str = "none", precision: str = "float32", fused: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         if remat not in REMAT_MODES:
             raise ValueError(f"remat must be one of {REMAT_MODES}, got {remat!r}")
@@ -131,16 +162,16 @@ class TransformerBlock(keras.layers.Layer):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dim, self.heads, self.mlp_ratio = int(dim), int(heads), float(mlp_ratio)
         self.qkv_bias, self.drop_path, self.remat = bool(qkv_bias), float(drop_path), remat
-        self.precision = precision
+        self.precision, self.fused = precision, bool(fused)
         hidden = int(dim * mlp_ratio)
         branch = precision if precision != "float32" else None     # dtype policy of the two branches
-        self.norm1 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm1")
-        self.attn = Attention(dim, heads, qkv_bias, remat in ("attention", "block"), name="attn", dtype=branch)
-        self.norm2 = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm2")
+        self.norm1 = LayerNorm(LN_EPS, fused, name="norm1")
+        self.attn = Attention(dim, heads, qkv_bias, remat in ("attention", "block"), fused, name="attn", dtype=branch)
+        self.norm2 = LayerNorm(LN_EPS, fused, name="norm2")
         self.fc1 = dense(hidden, "fc1", dtype=branch)
         self.fc2 = dense(dim, "fc2", dtype=branch)
         self.drop = DropPath(drop_path, name="drop_path")
-        self._block = tf.recompute_grad(self._residuals) if remat == "block" else None
+        self._block = tf.recompute_grad(self._training_residuals) if remat == "block" else None
         self._seeded_block = tf.recompute_grad(self._seeded_residuals) if remat == "block" else None
 
     def build(self, input_shape):
@@ -149,19 +180,25 @@ class TransformerBlock(keras.layers.Layer):
         self.fc2.build(input_shape[:-1] + (int(self.dim * self.mlp_ratio),))
 
     def call(self, x, training=False):
-        if self._block is None:
+        if self._block is None or not training:
             return self._residuals(x, training)
-        if training and self.drop_path > 0:   # the seeds the non-remat path would draw, in the same order
+        if self.drop_path > 0:   # the seeds the non-remat path would draw, in the same order
             seeds = tf.stack([replica_seed(self.drop.seed_generator), replica_seed(self.drop.seed_generator)])
             return self._seeded_block(x, seeds)
         return self._block(x)
 
     def _residuals(self, x, training=False, seeds=None):
         attn_seed, mlp_seed = (None, None) if seeds is None else tf.unstack(seeds)
-        branch = tf.cast(self.attn(self.norm1(x)), x.dtype)
+        branch = tf.cast(self.attn(self.norm1(x, training=training), training=training), x.dtype)
         x = x + self.drop(branch, training=training, seed=attn_seed)
-        branch = tf.cast(self.fc2(gelu_erf(self.fc1(self.norm2(x)))), x.dtype)
+        hidden = self.fc1(self.norm2(x, training=training))
+        hidden = fused_ops.gelu(hidden) if training and self.fused else gelu_erf(hidden)
+        branch = tf.cast(self.fc2(hidden), x.dtype)
         return x + self.drop(branch, training=training, seed=mlp_seed)
+
+    def _training_residuals(self, x):
+        """Training pass without drop-path seeds (for remat='block')."""
+        return self._residuals(x, True)
 
     def _seeded_residuals(self, x, seeds):
         """Training pass with drop path from int32 [2, 2] seeds (for remat='block')."""
@@ -170,4 +207,4 @@ class TransformerBlock(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "mlp_ratio": self.mlp_ratio,
                 "qkv_bias": self.qkv_bias, "drop_path": self.drop_path, "remat": self.remat,
-                "precision": self.precision}
+                "precision": self.precision, "fused": self.fused}

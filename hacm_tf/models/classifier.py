@@ -30,7 +30,8 @@ class ActionClassifier(keras.Model):
     """
 
     def __init__(self, config: dict, num_classes: int, head: str = "linear", dropout: float = 0.3,
-                 label_smoothing: float = 0.0, remat: str = "none", precision: str = "float32", **kwargs):
+                 label_smoothing: float = 0.0, remat: str = "none", precision: str = "float32",
+                 fused: bool = True, **kwargs):
         super().__init__(**kwargs)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -38,8 +39,8 @@ class ActionClassifier(keras.Model):
         self.cfg = ModelConfig.from_dict(self.config)
         self.num_classes, self.head, self.dropout_rate = int(num_classes), head, float(dropout)
         self.label_smoothing = float(label_smoothing)
-        self.remat, self.precision = remat, precision
-        self.encoder = SkeletonEncoder(self.config, remat, precision, name="encoder")
+        self.remat, self.precision, self.fused = remat, precision, bool(fused)
+        self.encoder = SkeletonEncoder(self.config, remat, precision, fused, name="encoder")
         self.num_token_joints = len(self.encoder.joints)
         self.num_joints = get_layout(self.cfg.layout).num_joints
         if head == "linear":
@@ -137,7 +138,7 @@ class ActionClassifier(keras.Model):
     def get_config(self):
         return {"config": self.config, "num_classes": self.num_classes, "head": self.head,
                 "dropout": self.dropout_rate, "label_smoothing": self.label_smoothing, "remat": self.remat,
-                "precision": self.precision}
+                "precision": self.precision, "fused": self.fused}
 
 
 def build_classifier(model_config: ModelConfig, num_classes: int, protocol: ProtocolConfig,

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from hacm_tf.config import ModelConfig
 from hacm_tf.layers.embedding import HyperbolicMapping, PositionEmbedding, SkeletonEmbedding
-from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, track_layers
+from hacm_tf.layers.transformer import LN_EPS, LayerNorm, TransformerBlock, track_layers
 from hacm_tf.skeleton import get_layout
 
 
@@ -39,13 +39,15 @@ class SkeletonEncoder(keras.layers.Layer):
       ``to_manifold(mc)``: hyperbolic map when enabled (HA-CM) [B, T', V', D]
       ``encode(tokens)``: transformer blocks + final LayerNorm [B, L, D] -> [B, L, D]
     ``call(x)`` runs all of them on every token: [B, T, V_all, 3] -> [B, T' * V', D].
-    ``config``: a ModelConfig dict; ``remat`` / ``precision``: ComputeConfig's, for the transformer blocks.
+    ``config``: a ModelConfig dict; ``remat`` / ``precision`` / ``fused``: ComputeConfig's, for the transformer
+    blocks and LayerNorms.
     """
 
-    def __init__(self, config: dict, remat: str = "none", precision: str = "float32", **kwargs):
+    def __init__(self, config: dict, remat: str = "none", precision: str = "float32", fused: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.config = dict(config)
-        self.remat, self.precision = remat, precision
+        self.remat, self.precision, self.fused = remat, precision, bool(fused)
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
         self.joints = token_joints(cfg)
@@ -55,9 +57,9 @@ class SkeletonEncoder(keras.layers.Layer):
         self.hyperbolic = HyperbolicMapping(cfg.curvature, cfg.clip_radius, name="hyperbolic")
         rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
         self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), remat, precision,
-                                        name=f"{BLOCK_PREFIX}{i}") for i, r in enumerate(rates)]
+                                        fused, name=f"{BLOCK_PREFIX}{i}") for i, r in enumerate(rates)]
         track_layers(self, "block", self.blocks)
-        self.norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="norm")
+        self.norm = LayerNorm(LN_EPS, fused, name="norm")
 
     def build(self, input_shape=None):
         d = self.cfg.dim
@@ -83,7 +85,7 @@ class SkeletonEncoder(keras.layers.Layer):
     def encode(self, tokens: tf.Tensor, training=False) -> tf.Tensor:
         for block in self.blocks:
             tokens = block(tokens, training=training)
-        return self.norm(tokens)
+        return self.norm(tokens, training=training)
 
     def call(self, x, training=False):
         h = self.to_manifold(self.position(self.embed(x)))                  # [B, T', V', D]
@@ -91,4 +93,5 @@ class SkeletonEncoder(keras.layers.Layer):
         return self.encode(tf.reshape(h, [s[0], s[1] * s[2], s[3]]), training=training)
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config, "remat": self.remat, "precision": self.precision}
+        return {**super().get_config(), "config": self.config, "remat": self.remat, "precision": self.precision,
+                "fused": self.fused}

@@ -20,7 +20,7 @@ import tensorflow as tf
 from hacm_tf.config import ModelConfig
 from hacm_tf.layers.embedding import PositionEmbedding
 from hacm_tf.layers.random import replica_seed
-from hacm_tf.layers.transformer import LN_EPS, TransformerBlock, dense, track_layers
+from hacm_tf.layers.transformer import LN_EPS, LayerNorm, TransformerBlock, dense, track_layers
 from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
 from hacm_tf.ops import hacm, hyperbolic, losses, masking, patching, reference
 from hacm_tf.skeleton import get_layout
@@ -38,28 +38,29 @@ class MaskedPretrainer(keras.Model):
 
     Input batches: ``[N, T, M, V, 3]`` skeletons, or ``(skeletons, labels)`` (labels are ignored),
     or ``(skeletons, labels, noise)`` with explicit masking noise shaped ``[N, M, L_g]`` per call.
-    ``config``: a ModelConfig dict; ``remat`` / ``precision``: ComputeConfig's, for the transformer blocks;
+    ``config``: a ModelConfig dict; ``remat`` / ``precision`` / ``fused``: ComputeConfig's, for the transformer
+    blocks and LayerNorms;
     how a training step is computed is the engine's, given at ``compile``.
     """
 
     def __init__(self, config: dict, seed: Optional[int] = None, remat: str = "none", precision: str = "float32",
-                 **kwargs):
+                 fused: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.config = dict(config)
         cfg = ModelConfig.from_dict(self.config)
         self.cfg = cfg
-        self.seed, self.remat, self.precision = seed, remat, precision
-        self.encoder = SkeletonEncoder(self.config, remat, precision, name="encoder")
+        self.seed, self.remat, self.precision, self.fused = seed, remat, precision, bool(fused)
+        self.encoder = SkeletonEncoder(self.config, remat, precision, fused, name="encoder")
         self.layout = get_layout(cfg.layout)
         self.num_token_joints = len(self.encoder.joints)
         self.num_tokens = cfg.num_patches * self.num_token_joints
         self.patch_values = cfg.t_patch * 3
         self.decoder_embed = dense(cfg.decoder_dim, "decoder_embed")
         self.decoder_blocks = [TransformerBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, True, 0.0,
-                                                remat, precision, name=f"decoder_blocks_{i}")
+                                                remat, precision, fused, name=f"decoder_blocks_{i}")
                                for i in range(cfg.decoder_depth)]
         track_layers(self, "decoder_block", self.decoder_blocks)
-        self.decoder_norm = keras.layers.LayerNormalization(epsilon=LN_EPS, name="decoder_norm")
+        self.decoder_norm = LayerNorm(LN_EPS, fused, name="decoder_norm")
         self.decoder_pred = dense(self.patch_values, "decoder_pred")
         init = keras.initializers.RandomNormal(stddev=0.02)
         self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, cfg.decoder_dim), initializer=init)
@@ -157,7 +158,7 @@ class MaskedPretrainer(keras.Model):
         for i, block in enumerate(self.decoder_blocks):
             h = block(h, training=training)
             out[f"dec_block{i}_out"] = h
-        h = self.decoder_norm(h)
+        h = self.decoder_norm(h, training=training)
         out["dec_norm_out"] = h
         return self.decoder_pred(h)
 
@@ -355,4 +356,5 @@ class MaskedPretrainer(keras.Model):
         self.trackers["grad_norm"].update_state(grad_norm)
 
     def get_config(self):
-        return {"config": self.config, "seed": self.seed, "remat": self.remat, "precision": self.precision}
+        return {"config": self.config, "seed": self.seed, "remat": self.remat, "precision": self.precision,
+                "fused": self.fused}

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from hacm_tf.config import ModelConfig
 from hacm_tf.layers.embedding import HyperbolicMapping, PositionEmbedding, SkeletonEmbedding
-from hacm_tf.layers.transformer import Attention, DropPath, TransformerBlock
+from hacm_tf.layers.transformer import Attention, DropPath, LayerNorm, TransformerBlock
 from hacm_tf.models.encoder import SkeletonEncoder
 
 ENCODER = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=2, heads=4, decoder_dim=16,
@@ -22,6 +22,7 @@ LAYERS = [
     ("HyperbolicMapping", lambda **k: HyperbolicMapping(1.0, 2.0, **k), (2, 4, 5, 16), (2, 4, 5, 16), False),
     ("DropPath", lambda **k: DropPath(0.2, **k), (4, 6, 16), (4, 6, 16), False),
     ("Attention", lambda **k: Attention(16, 4, **k), (2, 6, 16), (2, 6, 16), False),
+    ("LayerNorm", lambda **k: LayerNorm(fused=True, **k), (2, 6, 16), (2, 6, 16), False),
     ("TransformerBlock", lambda **k: TransformerBlock(16, 4, drop_path=0.1, **k), (2, 6, 16), (2, 6, 16), True),
     ("TransformerBlock remat", lambda **k: TransformerBlock(16, 4, remat="block", **k), (2, 6, 16), (2, 6, 16),
      True),

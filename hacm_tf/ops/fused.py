@@ -1,0 +1,105 @@
+"""Training-pass kernels of the transformer blocks: GELU, LayerNorm and attention with hand-written
+gradients whose element-wise work runs as XLA-fused loops.
+
+Without them, TensorFlow runs every element-wise op of these functions and of their autodiff
+gradients as its own pass over memory (GELU's gradient alone is eleven passes over [rows, 4 D]; the
+softmax gradient four passes over [B, H, N, N]). Here each forward and backward is one fused kernel
+(an inner ``tf.function(jit_compile=True)``, called from graphs with or without XLA), and the
+attention gradient takes the softmax's row term from the [B, H, N, Dh] output instead of the
+[B, H, N, N] weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Results equal the plain formulas to
+float32 rounding (tests/ops/test_fused.py); the element-wise maths runs in float32 for bfloat16
+inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN on CPU).
+
+Used by the transformer blocks in training; inference, export and ONNX conversion keep the plain
+ops (no XLA call in the serving graph).
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _f32(x):
+    return tf.cast(x, tf.float32)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _gelu_forward(x):
+    x32 = _f32(x)
+    return tf.cast(0.5 * x32 * (1.0 + tf.math.erf(x32 * _INV_SQRT2)), x.dtype)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _gelu_backward(x, dy):
+    x32 = _f32(x)
+    cdf = 0.5 * (1.0 + tf.math.erf(x32 * _INV_SQRT2))
+    pdf = _INV_SQRT_2PI * tf.exp(-0.5 * x32 * x32)
+    return tf.cast(_f32(dy) * (cdf + x32 * pdf), dy.dtype)
+
+
+@tf.custom_gradient
+def gelu(x: tf.Tensor):
+    """Exact GELU x Phi(x), any shape; gradient Phi(x) + x phi(x) from x alone (one kept tensor)."""
+    return _gelu_forward(x), lambda dy: _gelu_backward(x, dy)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _layer_norm_forward(x, gamma, beta, epsilon):
+    x32 = _f32(x)
+    centred = x32 - tf.reduce_mean(x32, -1, keepdims=True)
+    inv_std = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), -1, keepdims=True) + epsilon)
+    return tf.cast(centred * inv_std * _f32(gamma) + _f32(beta), x.dtype), inv_std
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _layer_norm_backward(x, gamma, inv_std, dy):
+    x32, dy32 = _f32(x), _f32(dy)
+    x_hat = (x32 - tf.reduce_mean(x32, -1, keepdims=True)) * inv_std
+    dx_hat = dy32 * _f32(gamma)
+    dx = inv_std * (dx_hat - tf.reduce_mean(dx_hat, -1, keepdims=True)
+                    - x_hat * tf.reduce_mean(dx_hat * x_hat, -1, keepdims=True))
+    rows = list(range(len(x.shape) - 1))
+    return (tf.cast(dx, x.dtype), tf.cast(tf.reduce_sum(dy32 * x_hat, rows), gamma.dtype),
+            tf.cast(tf.reduce_sum(dy32, rows), gamma.dtype))
+
+
+def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+    """LayerNorm over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta. x [..., D];
+    gamma, beta [D]. The backward pass keeps x and the [..., 1] inverse deviations."""
+    epsilon = tf.constant(epsilon, tf.float32)
+
+    @tf.custom_gradient
+    def normalise(x, gamma, beta):
+        y, inv_std = _layer_norm_forward(x, gamma, beta, epsilon)
+        return y, lambda dy: _layer_norm_backward(x, gamma, inv_std, dy)
+
+    return normalise(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _scores_gradient(weights, d_weights, d_out, out):
+    """dS = P * (dP - rowsum(dO * O)): [B, H, N, N]; the row term from [B, H, N, Dh]."""
+    row = tf.reduce_sum(_f32(d_out) * _f32(out), -1, keepdims=True)
+    return tf.cast(_f32(weights) * (_f32(d_weights) - row), weights.dtype)
+
+
+@tf.custom_gradient
+def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor):
+    """softmax(q k^T) v per head: [B, H, N, Dh] x 3 -> [B, H, N, Dh] (q already scaled).
+
+    The backward pass keeps the [B, H, N, N] weights and the output, as autodiff would keep the
+    weights and v's product input."""
+    weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
+    out = tf.matmul(weights, v)
+
+    def grad(d_out):
+        d_scores = _scores_gradient(weights, tf.matmul(d_out, v, transpose_b=True), d_out, out)
+        return (tf.matmul(d_scores, k), tf.matmul(d_scores, q, transpose_a=True),
+                tf.matmul(weights, d_out, transpose_a=True))
+
+    return out, grad

@@ -1,0 +1,126 @@
+"""Fused training kernels (hacm_tf.ops.fused) against float64 autodiff of the plain formulas, and the
+transformer block with and without them: same outputs and gradients, the same inference graph."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hacm_tf.layers.transformer import TransformerBlock
+from hacm_tf.models.classifier import ActionClassifier
+from hacm_tf.config import ModelConfig
+from hacm_tf.ops import fused
+
+RNG = np.random.RandomState(0)
+
+
+def _value_and_grads(fn, inputs, dy):
+    """fn(*inputs), and the gradients of sum(fn * dy) with respect to every input."""
+    inputs = [tf.constant(a) for a in inputs]
+    with tf.GradientTape() as tape:
+        for t in inputs:
+            tape.watch(t)
+        y = fn(*inputs)
+        loss = tf.reduce_sum(y * tf.cast(dy, y.dtype))
+    return [y.numpy()] + [g.numpy() for g in tape.gradient(loss, inputs)]
+
+
+def _assert_matches_float64(fused_fn, plain_fn, arrays, dy, rtol=2e-5):
+    got = _value_and_grads(fused_fn, [a.astype(np.float32) for a in arrays], dy)
+    want = _value_and_grads(plain_fn, [a.astype(np.float64) for a in arrays], dy)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * np.abs(w).max())
+
+
+def test_gelu_and_gradient_match_float64_autodiff():
+    x = np.linspace(-7, 7, 6 * 97).reshape(6, 97)
+    _assert_matches_float64(fused.gelu, lambda t: 0.5 * t * (1 + tf.math.erf(t / math.sqrt(2.0))),
+                            [x], RNG.normal(size=x.shape))
+
+
+def test_layer_norm_and_gradients_match_float64_autodiff():
+    x = RNG.normal(size=(3, 5, 24)) * 3 + 1
+    gamma, beta = RNG.normal(size=24), RNG.normal(size=24)
+
+    def plain(t, g, b):
+        mean, var = tf.nn.moments(t, axes=[-1], keepdims=True)
+        return (t - mean) / tf.sqrt(var + 1e-5) * g + b
+
+    _assert_matches_float64(lambda t, g, b: fused.layer_norm(t, g, b, 1e-5), plain, [x, gamma, beta],
+                            RNG.normal(size=x.shape))
+
+
+def test_attention_and_gradients_match_float64_autodiff():
+    q, k, v = (RNG.normal(size=(2, 3, 11, 8)) for _ in range(3))
+
+    def plain(q, k, v):
+        return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1), v)
+
+    _assert_matches_float64(fused.attention, plain, [q, k, v], RNG.normal(size=q.shape))
+
+
+def test_bfloat16_inputs_give_bfloat16_results_close_to_float32():
+    x = RNG.normal(size=(4, 64)).astype(np.float32)
+    dy = RNG.normal(size=x.shape).astype(np.float32)
+    want = _value_and_grads(fused.gelu, [x], dy)
+    got = _value_and_grads(lambda t: fused.gelu(tf.cast(t, tf.bfloat16)), [x], dy)
+    assert _value_and_grads(fused.gelu, [x.astype(tf.bfloat16.as_numpy_dtype)], dy)[0].dtype != np.float32
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=2e-2, atol=2e-2)
+
+
+def _block_outputs(fused_kernels, remat, x, weights, drop_path, seed_state, training=True):
+    block = TransformerBlock(16, 4, drop_path=drop_path, remat=remat, fused=fused_kernels)
+    block.build((None,) + tuple(x.shape[1:]))
+    for var, w in zip(block.weights, weights):
+        var.assign(w)
+    if seed_state is not None:
+        block.drop.seed_generator.state.assign(seed_state)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = block(xt, training=training)
+        loss = tf.reduce_sum(y * y)
+    return [y.numpy()] + [g.numpy() for g in tape.gradient(loss, [xt] + block.trainable_variables)]
+
+
+@pytest.mark.parametrize("remat", ["none", "attention", "block"])
+def test_block_with_fused_kernels_equals_plain_ops(remat):
+    x = RNG.normal(size=(3, 10, 16)).astype(np.float32)
+    ref = TransformerBlock(16, 4, drop_path=0.2)
+    ref.build((None, 10, 16))
+    weights = [w.numpy() + RNG.normal(size=w.shape).astype(np.float32) * 0.1 for w in ref.weights]
+    seed_state = ref.drop.seed_generator.state.numpy()      # both blocks drop the same clips
+    plain = _block_outputs(False, remat, x, weights, 0.2, seed_state)
+    fast = _block_outputs(True, remat, x, weights, 0.2, seed_state)
+    for p, f in zip(plain, fast):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5 * np.abs(p).max())
+    # inference runs the plain ops whatever the setting: identical outputs
+    np.testing.assert_array_equal(_block_outputs(True, remat, x, weights, 0.2, None, training=False)[0],
+                                  _block_outputs(False, remat, x, weights, 0.2, None, training=False)[0])
+
+
+def _xla_calls(graph):
+    """Ops of a graph (and its functions) that call an XLA-compiled function."""
+    found = [op.name for op in graph.get_operations() if op.node_def.attr.get("_XlaMustCompile")]
+    for fn in graph._functions.values():   # inner functions: where jit_compile calls would sit
+        found += [n.name for n in fn.definition.node_def if n.attr.get("_XlaMustCompile")]
+    return found
+
+
+def test_inference_graph_has_no_xla_call_and_training_graph_has():
+    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=4, decoder_dim=16,
+                      decoder_depth=1, decoder_heads=4).validate()
+    clf = ActionClassifier(cfg.to_dict(), 5, head="finetune")
+    clf.build()
+    x = tf.TensorSpec([2, 12, 2, 25, 3], tf.float32)
+
+    def train(batch):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(clf(batch, training=True))
+        return tape.gradient(loss, clf.trainable_variables)
+
+    assert not _xla_calls(tf.function(lambda b: clf(b, training=False)).get_concrete_function(x).graph)
+    assert _xla_calls(tf.function(train).get_concrete_function(x).graph)
