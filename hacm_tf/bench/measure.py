@@ -68,15 +68,19 @@ def pretrain_step(config, batch_size: int, compute=None, seed: int = 0):
 
 def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0, compute=None) -> dict:
     """FLOPs per clip of a pretraining step counted by TF's profiler (beside the analytic count) and the
-    kernel-time profile of ``steps`` steps without XLA (see profile_op_times)."""
+    kernel-time profile of ``steps`` steps without XLA (see profile_op_times; XLA-fused kernels of
+    ``compute.fused_kernels`` count as element-wise). The FLOPs are counted on the graph without fused
+    kernels, whose every op is visible to the profiler (the fused attention's matmuls sit in loops)."""
     import dataclasses
 
     import tensorflow as tf
 
     compute = dataclasses.replace(compute or ComputeConfig(), jit_compile=False)
-    model, step, x = pretrain_step(config, batch_size, compute, seed)
+    plain, plain_step, x = pretrain_step(config, batch_size, dataclasses.replace(compute, fused_kernels=False), seed)
     batch = (x, tf.zeros([batch_size], tf.int64))
-    counted = graph_flops(step.get_concrete_function(batch))
+    counted = graph_flops(plain_step.get_concrete_function(batch))
+    del plain, plain_step
+    model, step, _ = pretrain_step(config, batch_size, compute, seed)
     step(batch)["loss"].numpy()
     op_time = profile_op_times(lambda: step(batch)["loss"].numpy(), steps)
     return {"benchmark": "profile", "method": config.method, "batch_size": batch_size, "window": config.window,

@@ -73,8 +73,9 @@ class Attention(keras.layers.Layer):
     """Multi-head self-attention with one qkv projection. [B, N, D] -> [B, N, D].
 
     ``remat=True`` recomputes the [B, H, N, N] attention weights in the backward pass instead of
-    keeping them (same results; less memory, a little more compute). ``fused=True``: in training, the
-    softmax gradient from the output and in one XLA-fused kernel (hacm_tf.ops.fused.attention).
+    keeping them (same results; less memory, a little more compute). ``fused=True``: in training,
+    hacm_tf.ops.fused.attention (chunks of heads in cache, weights recomputed rather than kept,
+    XLA-fused softmax gradient), with or without remat.
     """
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, remat: bool = False, fused: bool = True,
@@ -87,8 +88,8 @@ class Attention(keras.layers.Layer):
         self.scale = (dim // heads) ** -0.5
         self.qkv = dense(3 * dim, "qkv", use_bias=qkv_bias, dtype=self.dtype_policy)
         self.proj = dense(dim, "proj", dtype=self.dtype_policy)
-        cores = (self._attend, self._attend_fused)
-        self._cores = tuple(tf.recompute_grad(c) for c in cores) if self.remat else cores
+        # the fused core never keeps the weights: remat has nothing to add to it
+        self._cores = (tf.recompute_grad(self._attend) if self.remat else self._attend, self._attend_fused)
 
     def build(self, input_shape):
         self.qkv.build(input_shape)

@@ -4,9 +4,10 @@ gradients whose element-wise work runs as XLA-fused loops.
 Without them, TensorFlow runs every element-wise op of these functions and of their autodiff
 gradients as its own pass over memory (GELU's gradient alone is eleven passes over [rows, 4 D]; the
 softmax gradient four passes over [B, H, N, N]). Here each forward and backward is one fused kernel
-(an inner ``tf.function(jit_compile=True)``, called from graphs with or without XLA), and the
-attention gradient takes the softmax's row term from the [B, H, N, Dh] output instead of the
-[B, H, N, N] weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Results equal the plain formulas to
+(an inner ``tf.function(jit_compile=True)``, called from graphs with or without XLA). The attention
+runs over chunks of heads whose [N, N] scores stay in cache, recomputes them in the backward pass
+instead of keeping them, and takes the softmax gradient's row term from the [B, H, N, Dh] output
+instead of the weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Results equal the plain formulas to
 float32 rounding (tests/ops/test_fused.py); the element-wise maths runs in float32 for bfloat16
 inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN on CPU).
 
@@ -88,18 +89,48 @@ def _scores_gradient(weights, d_weights, d_out, out):
     return tf.cast(_f32(weights) * (_f32(d_weights) - row), weights.dtype)
 
 
-@tf.custom_gradient
-def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor):
+def _attention_weights(q, k):
+    return tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
+
+
+def heads_per_chunk(heads: int, most: int = 4) -> int:
+    """Heads per step of :func:`attention`: the largest divisor of ``heads`` up to ``most``."""
+    return max(c for c in range(1, min(heads, most) + 1) if heads % c == 0)
+
+
+def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """softmax(q k^T) v per head: [B, H, N, Dh] x 3 -> [B, H, N, Dh] (q already scaled).
 
-    The backward pass keeps the [B, H, N, N] weights and the output, as autodiff would keep the
-    weights and v's product input."""
-    weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
-    out = tf.matmul(weights, v)
+    Runs over chunks of a few heads of one sequence (two chunks at a time), so each chunk's
+    [C, N, N] scores stay in cache; the backward pass recomputes a chunk's weights from q and k
+    instead of keeping [B, H, N, N] (the memory of ``remat="attention"``, at less time than the plain
+    ops): the weights are never stored. Results equal the plain formula's exactly in float32.
+    """
+    shape = tf.shape(q)
+    chunk = heads_per_chunk(q.shape[1])
 
-    def grad(d_out):
-        d_scores = _scores_gradient(weights, tf.matmul(d_out, v, transpose_b=True), d_out, out)
-        return (tf.matmul(d_scores, k), tf.matmul(d_scores, q, transpose_a=True),
+    def chunks(t):                                                   # [B * H / C, C, N, Dh]
+        return tf.reshape(t, [-1, chunk, shape[2], shape[3]])
+
+    def forward(a):
+        q_, k_, v_ = a
+        return tf.matmul(_attention_weights(q_, k_), v_)
+
+    def backward(a):
+        q_, k_, v_, d_out, out = a
+        weights = _attention_weights(q_, k_)
+        d_scores = _scores_gradient(weights, tf.matmul(d_out, v_, transpose_b=True), d_out, out)
+        return (tf.matmul(d_scores, k_), tf.matmul(d_scores, q_, transpose_a=True),
                 tf.matmul(weights, d_out, transpose_a=True))
 
-    return out, grad
+    @tf.custom_gradient
+    def chunked(q, k, v):
+        out = tf.map_fn(forward, (q, k, v), fn_output_signature=q.dtype, parallel_iterations=2)
+
+        def grad(d_out):
+            return tf.map_fn(backward, (q, k, v, d_out, out), fn_output_signature=(q.dtype,) * 3,
+                             parallel_iterations=2)
+
+        return out, grad
+
+    return tf.reshape(chunked(chunks(q), chunks(k), chunks(v)), shape)

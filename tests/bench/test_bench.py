@@ -4,7 +4,7 @@
 import pytest
 
 from hacm_tf.bench import flops, measure, profile
-from hacm_tf.config import ModelConfig
+from hacm_tf.config import ComputeConfig, ModelConfig
 from hacm_tf.models.pretrainer import MaskedPretrainer
 
 
@@ -31,7 +31,7 @@ def test_profiler_flop_count_agrees_with_the_analytic_count(method, t_patch):
 
     cfg = ModelConfig(method=method, window=24, t_patch=t_patch, dim=32, depth=2, heads=4, decoder_dim=32,
                       decoder_depth=1, decoder_heads=4).validate()
-    model, step, x = measure.pretrain_step(cfg, 2)
+    model, step, x = measure.pretrain_step(cfg, 2, ComputeConfig(jit_compile=False, fused_kernels=False))
     counted = flops.graph_flops(step.get_concrete_function((x, tf.zeros([2], tf.int64))))
     assert counted["total"] == counted["profiler"] + counted["einsum"]
     assert counted["einsum"] > 0 if method == "hacm" else counted["einsum"] == 0   # HA-CM's attention logits
@@ -58,6 +58,19 @@ def test_op_time_profile_finds_the_matmuls():
     assert max(cats, key=cats.get) == "matmul"            # the one large kernel of this function
     assert sum(cats.values()) == pytest.approx(prof["op_seconds"], rel=1e-3, abs=1e-5)
     assert profile.op_category("_MklBatchMatMulV2") == "matmul" and profile.op_category("Erf") == "elementwise"
+
+
+def test_op_time_profile_counts_xla_fused_kernels_as_elementwise():
+    import tensorflow as tf
+
+    from hacm_tf.ops import fused
+
+    x = tf.random.normal([512, 256])
+    f = tf.function(lambda: tf.reduce_sum(fused.gelu(x)))
+    f()
+    prof = profile.profile_op_times(lambda: f().numpy(), steps=2)
+    kernels = {op_type: count for op_type, _, count in prof["top_ops"]}
+    assert kernels.get(profile.XLA_KERNEL) == 2 and prof["categories"]["elementwise"] > 0
 
 
 def test_scale_plot_is_written(tmp_path):
