@@ -6,7 +6,7 @@
   python scripts/benchmark.py --suite=inference [--methods=hacm,mamp] [--batch_sizes=1,64] [--runtimes=...]
   python scripts/benchmark.py --suite=profile [--methods=hacm] [--batch_size=8]
   python scripts/benchmark.py --suite=scale [--scale_batches=8,16,32,64] [--scale_windows=36,72,108,144]
-  python scripts/benchmark.py --suite=kernels [--batch_size=32]
+  python scripts/benchmark.py --suite=kernels [--batch_size=32] [--precision=mixed_bfloat16]
   python scripts/benchmark.py --suite=reference [--torch_python=VENV/bin/python] [--batch_size=32]
 
 ``data``: tf.data training pipeline samples/s (a synthetic set is built when --data_dir is absent).
@@ -69,7 +69,7 @@ def main(argv):
         result = suites.data_suite(FLAGS.data_dir, FLAGS.batch_size or 128, FLAGS.window, FLAGS.steps or 20,
                                    FLAGS.repeats)
     elif FLAGS.suite == "kernels":
-        result = suites.kernels_suite(FLAGS.batch_size or 32, FLAGS.steps or 7)
+        result = suites.kernels_suite(FLAGS.batch_size or 32, FLAGS.steps or 7, FLAGS.precision)
     elif FLAGS.suite == "reference":
         result = suites.reference_suite(FLAGS.torch_python, FLAGS.batch_size or 32, FLAGS.steps or 5)
     else:

@@ -28,6 +28,19 @@ def pretrain_flops_per_sample(model) -> float:
     return seqs * (3 * fwd + criteria)
 
 
+def attention_flops_per_sample(model) -> float:
+    """The part of :func:`pretrain_flops_per_sample` in the attention products (q k^T and weights @ v of
+    every encoder and decoder block, forward and backward)."""
+    cfg = model.cfg
+    visible = model.keep_t + model.keep_s if cfg.method == "hacm" else None
+    if visible is None:
+        from hacm_tf.ops.masking import keep_count
+
+        visible = keep_count(model.num_tokens, cfg.mask_ratio)
+    fwd = 4 * cfg.dim * cfg.depth * visible ** 2 + 4 * cfg.decoder_dim * cfg.decoder_depth * model.num_tokens ** 2
+    return cfg.num_persons * 3 * fwd
+
+
 def classifier_flops_per_sample(config, num_classes: int = 60, head: str = "finetune") -> float:
     """Forward FLOPs per clip of an ActionClassifier over all tokens (+ head)."""
     from hacm_tf.models.encoder import token_joints

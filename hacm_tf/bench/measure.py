@@ -144,14 +144,14 @@ def block_training_rate(sequences: int = 64, tokens: int = 432, dim: int = 256, 
 
 
 def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: int = 8, mlp_ratio: float = 4.0,
-                 steps: int = 7, warmup: int = 2) -> List[dict]:
+                 steps: int = 7, warmup: int = 2, dtype: str = "float32") -> List[dict]:
     """Rates of the kernels a transformer training step is made of, each alone at the step's shapes.
 
     ``sequences`` token sequences of ``tokens`` x ``dim`` (a batch of 32 two-person clips = 64):
     the MLP's forward matmul and its two gradient matmuls (transposed operands), the attention
     products, and the memory-bound element-wise kernels (softmax over the attention scores, GELU,
-    LayerNorm). Returns rows with ms (median), GFLOP/s for matmuls and GB/s (bytes read + written)
-    for element-wise kernels.
+    LayerNorm), on ``dtype`` operands. Returns rows with ms (median), GFLOP/s for matmuls and GB/s
+    (bytes read + written) for element-wise kernels.
     """
     import tensorflow as tf
 
@@ -159,10 +159,15 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
 
     rows_n, hidden, head_dim = sequences * tokens, int(dim * mlp_ratio), dim // heads
     g = tf.random.Generator.from_seed(0)
-    x, h = g.normal([rows_n, dim]), g.normal([rows_n, hidden])
-    w = g.normal([dim, hidden])
-    q, k = g.normal([sequences, heads, tokens, head_dim]), g.normal([sequences, heads, tokens, head_dim])
-    scores = g.normal([sequences, heads, tokens, tokens])
+
+    def normal(shape):
+        return tf.cast(g.normal(shape), dtype)
+
+    x, h = normal([rows_n, dim]), normal([rows_n, hidden])
+    w = normal([dim, hidden])
+    q, k = normal([sequences, heads, tokens, head_dim]), normal([sequences, heads, tokens, head_dim])
+    scores = normal([sequences, heads, tokens, tokens])
+    size = tf.as_dtype(dtype).size / 4.0   # the byte counts below are for float32
 
     def layer_norm(t):
         mean, var = tf.nn.moments(t, axes=[-1], keepdims=True)
@@ -182,10 +187,10 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
         ("attention probs @ v", "%d x [%d, %d] @ [%d, %d]" % (sequences * heads, tokens, tokens, tokens, head_dim),
          lambda: tf.matmul(scores, q), att, 0),
         ("softmax of the scores", "[%d, %d, %d, %d]" % (sequences, heads, tokens, tokens),
-         lambda: tf.nn.softmax(scores), 0, 8.0 * scores.shape.num_elements()),
+         lambda: tf.nn.softmax(scores), 0, 8.0 * size * scores.shape.num_elements()),
         ("GELU (erf)", "[%d, %d]" % (rows_n, hidden), lambda: gelu_erf(h), 0,
-         8.0 * h.shape.num_elements()),
-        ("LayerNorm", "[%d, %d]" % (rows_n, dim), lambda: layer_norm(x), 0, 8.0 * x.shape.num_elements()),
+         8.0 * size * h.shape.num_elements()),
+        ("LayerNorm", "[%d, %d]" % (rows_n, dim), lambda: layer_norm(x), 0, 8.0 * size * x.shape.num_elements()),
     ]
     rows = []
     for name, shape, fn, flops, nbytes in kernels:

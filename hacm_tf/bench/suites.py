@@ -127,10 +127,30 @@ def data_suite(data_dir: Optional[str] = None, batch_size: int = 128, window: in
     return result
 
 
-def kernels_suite(batch_size: int = 32, steps: int = 7) -> dict:
-    """Each kernel of a transformer training step alone at the HA-CM decoder's shapes, against the peak."""
-    peak = matmul_peak()
-    rows = measure.kernel_rates(sequences=2 * batch_size, steps=steps)
+def matmul_bound(rows: Sequence[dict], attention_share: float, recompute_scores: bool) -> float:
+    """GFLOP/s of a training step whose only cost were its matmuls at the rates of ``rows``
+    (kernel_rates): the dense layers at the harmonic mean of the MLP's forward, input- and
+    weight-gradient rates; the attention products (``attention_share`` of the FLOPs) as two score-like
+    products (q k^T, dO v^T) and four weight-like ones per block, plus one more score product when the
+    backward pass recomputes the scores (fused kernels: time spent, no FLOPs counted)."""
+    rate = {r["kernel"]: r["gflops"] for r in rows if "gflops" in r}
+    dense = [rate["MLP matmul, forward"], rate["MLP matmul, input gradient"], rate["MLP matmul, weight gradient"]]
+    dense_time = sum(1.0 / r for r in dense) / len(dense)                 # seconds per GFLOP
+    scores, weighted = rate["attention scores q k^T"], rate["attention probs @ v"]
+    attention_time = ((3 if recompute_scores else 2) / scores + 4 / weighted) / 6
+    return 1.0 / ((1.0 - attention_share) * dense_time + attention_share * attention_time)
+
+
+def kernels_suite(batch_size: int = 32, steps: int = 7, precision: str = "float32") -> dict:
+    """Each kernel of a transformer training step alone at the HA-CM decoder's shapes, against the peak
+    (of bfloat16 operands under ``precision="mixed_bfloat16"``), and the share of the peak HA-CM's
+    paper-size pretraining step could reach if its matmuls were all it cost (matmul_bound)."""
+    from hacm_tf.bench.flops import attention_flops_per_sample, pretrain_flops_per_sample
+    from hacm_tf.models.pretrainer import MaskedPretrainer
+
+    dtype = "bfloat16" if precision == "mixed_bfloat16" else "float32"
+    peak = matmul_peak(dtype=dtype)
+    rows = measure.kernel_rates(sequences=2 * batch_size, steps=steps, dtype=dtype)
     lines = ["| kernel | shape | ms | GFLOP/s | share of matmul peak | GB/s |", "|---|---|---|---|---|---|"]
     for r in rows:
         share = ""
@@ -139,7 +159,14 @@ def kernels_suite(batch_size: int = 32, steps: int = 7) -> dict:
             share = f"{100 * r['share_of_peak']:.0f} %"
         lines.append(f"| {r['kernel']} | {r['shape']} | {r['ms']} | {r.get('gflops', '')} | {share} | "
                      f"{r.get('gb_per_second', '')} |")
-    return {"benchmark": "kernels", "batch_size": batch_size, "matmul_peak_gflops": round(peak, 1), "rows": rows,
+    model = MaskedPretrainer(presets.paper_model_config("hacm").to_dict())
+    share = attention_flops_per_sample(model) / pretrain_flops_per_sample(model)
+    bound = {f"fused_kernels={fused}": round(matmul_bound(rows, share, fused) / peak, 3) for fused in (False, True)}
+    lines.append(f"\nHA-CM pretraining, attention products {100 * share:.0f} % of the FLOPs: matmul-bound share of "
+                 f"peak {100 * bound['fused_kernels=False']:.0f} % (scores recomputed, fused kernels: "
+                 f"{100 * bound['fused_kernels=True']:.0f} %)")
+    return {"benchmark": "kernels", "batch_size": batch_size, "dtype": dtype, "matmul_peak_gflops": round(peak, 1),
+            "rows": rows, "hacm_attention_flop_share": round(share, 3), "hacm_matmul_bound_share": bound,
             "markdown": "\n".join(lines)}
 
 

@@ -109,6 +109,34 @@ def test_kernel_rates_cover_the_step_kernels():
     assert rows[0]["shape"] == "[24, 16] @ [16, 64]"
 
 
+def test_matmul_bound_weights_the_kernel_rates_by_their_flops():
+    from hacm_tf.bench.suites import matmul_bound
+
+    def rows(dense, scores, weighted):
+        names = ("MLP matmul, forward", "MLP matmul, input gradient", "MLP matmul, weight gradient",
+                 "attention scores q k^T", "attention probs @ v")
+        return [{"kernel": n, "gflops": g} for n, g in zip(names, dense + [scores, weighted])] + [
+            {"kernel": "softmax of the scores", "gb_per_second": 1.0}]
+
+    assert matmul_bound(rows([100.0] * 3, 100.0, 100.0), 0.3, False) == pytest.approx(100.0)
+    assert matmul_bound(rows([100.0, 50.0, 100.0], 7.0, 7.0), 0.0, True) == pytest.approx(75.0)  # 3 / (1 + 2 + 1) * 100
+    # half the FLOPs in attention at 2 score products (rate 10) and 4 weight products (rate 40) per 6
+    assert matmul_bound(rows([100.0] * 3, 10.0, 40.0), 0.5, False) == pytest.approx(1 / (0.005 + 0.5 * 0.1 / 3
+                                                                                          + 0.5 * 0.1 / 6 * 1))
+    # recomputing the scores costs one score product more in the same FLOPs
+    assert matmul_bound(rows([100.0] * 3, 10.0, 40.0), 0.5, True) < matmul_bound(rows([100.0] * 3, 10.0, 40.0), 0.5,
+                                                                                 False)
+
+
+def test_attention_flops_are_part_of_the_pretraining_count():
+    cfg = ModelConfig(method="mamp", window=24, t_patch=4, dim=32, depth=2, heads=4, decoder_dim=16,
+                      decoder_depth=1, decoder_heads=4, mask_ratio=0.75).validate()
+    model = MaskedPretrainer(cfg.to_dict())
+    tokens, visible = model.num_tokens, model.num_tokens // 4
+    want = 2 * 3 * (4 * 32 * 2 * visible ** 2 + 4 * 16 * 1 * tokens ** 2)
+    assert flops.attention_flops_per_sample(model) == want < flops.pretrain_flops_per_sample(model)
+
+
 def test_block_training_rate_counts_the_block_flops():
     r = measure.block_training_rate(sequences=2, tokens=12, dim=16, heads=2, steps=1, warmup=1)
     assert r["shape"] == [2, 12, 16] and r["ms"] > 0
