@@ -74,7 +74,7 @@ class Attention(keras.layers.Layer):
 
     ``remat=True`` recomputes the [B, H, N, N] attention weights in the backward pass instead of
     keeping them (same results; less memory, a little more compute). ``fused=True``: in training,
-    hacm_tf.ops.fused.attention (chunks of heads in cache, weights recomputed rather than kept,
+    hacm_tf.ops.fused.attention (one sequence at a time in cache, weights recomputed rather than kept,
     XLA-fused softmax gradient), with or without remat.
     """
 

@@ -5,8 +5,8 @@ Without them, TensorFlow runs every element-wise op of these functions and of th
 gradients as its own pass over memory (GELU's gradient alone is eleven passes over [rows, 4 D]; the
 softmax gradient four passes over [B, H, N, N]). Here each forward and backward is one fused kernel
 (an inner ``tf.function(jit_compile=True)``, called from graphs with or without XLA). The attention
-runs over chunks of heads whose [N, N] scores stay in cache, recomputes them in the backward pass
-instead of keeping them, and takes the softmax gradient's row term from the [B, H, N, Dh] output
+runs one sequence at a time, whose [H, N, N] scores stay in cache, recomputes them in the backward
+pass instead of keeping them, and takes the softmax gradient's row term from the [B, H, N, Dh] output
 instead of the weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Results equal the plain formulas to
 float32 rounding (tests/ops/test_fused.py); the element-wise maths runs in float32 for bfloat16
 inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN on CPU).
@@ -93,24 +93,37 @@ def _attention_weights(q, k):
     return tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
 
 
-def heads_per_chunk(heads: int, most: int = 4) -> int:
-    """Heads per step of :func:`attention`: the largest divisor of ``heads`` up to ``most``."""
-    return max(c for c in range(1, min(heads, most) + 1) if heads % c == 0)
+def _attention_gradients(q, k, v, weights, out, d_out):
+    """(dq, dk, dv) of out = weights v, weights = softmax(q k^T), given d_out."""
+    d_scores = _scores_gradient(weights, tf.matmul(d_out, v, transpose_b=True), d_out, out)
+    return (tf.matmul(d_scores, k), tf.matmul(d_scores, q, transpose_a=True),
+            tf.matmul(weights, d_out, transpose_a=True))
+
+
+# sequences whose H x N x N scores are at most this many elements run in one piece (short token
+# sequences: the loop's per-sequence overhead would outweigh the cache it saves)
+WHOLE_SCORES = 64 * 1024
+
+
+@tf.custom_gradient
+def _attention_whole(q, k, v):
+    weights = _attention_weights(q, k)
+    out = tf.matmul(weights, v)
+    return out, lambda d_out: _attention_gradients(q, k, v, weights, out, d_out)
 
 
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """softmax(q k^T) v per head: [B, H, N, Dh] x 3 -> [B, H, N, Dh] (q already scaled).
 
-    Runs over chunks of a few heads of one sequence (two chunks at a time), so each chunk's
-    [C, N, N] scores stay in cache; the backward pass recomputes a chunk's weights from q and k
-    instead of keeping [B, H, N, N] (the memory of ``remat="attention"``, at less time than the plain
-    ops): the weights are never stored. Results equal the plain formula's exactly in float32.
+    Long sequences (H x N x N > WHOLE_SCORES, or N unknown when traced) run one sequence at a time
+    (two at once), so its [H, N, N] scores stay in cache; the backward pass recomputes a sequence's
+    weights from q and k instead of keeping [B, H, N, N] (the memory of ``remat="attention"``, at
+    less time than the plain ops). Short ones run in one piece and keep their small weights. Results
+    equal the plain formula's exactly in float32.
     """
-    shape = tf.shape(q)
-    chunk = heads_per_chunk(q.shape[1])
-
-    def chunks(t):                                                   # [B * H / C, C, N, Dh]
-        return tf.reshape(t, [-1, chunk, shape[2], shape[3]])
+    heads, tokens = q.shape[1], q.shape[2]
+    if tokens is not None and heads * tokens * tokens <= WHOLE_SCORES:
+        return _attention_whole(q, k, v)
 
     def forward(a):
         q_, k_, v_ = a
@@ -118,13 +131,10 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
 
     def backward(a):
         q_, k_, v_, d_out, out = a
-        weights = _attention_weights(q_, k_)
-        d_scores = _scores_gradient(weights, tf.matmul(d_out, v_, transpose_b=True), d_out, out)
-        return (tf.matmul(d_scores, k_), tf.matmul(d_scores, q_, transpose_a=True),
-                tf.matmul(weights, d_out, transpose_a=True))
+        return _attention_gradients(q_, k_, v_, _attention_weights(q_, k_), out, d_out)
 
     @tf.custom_gradient
-    def chunked(q, k, v):
+    def per_sequence(q, k, v):
         out = tf.map_fn(forward, (q, k, v), fn_output_signature=q.dtype, parallel_iterations=2)
 
         def grad(d_out):
@@ -133,4 +143,4 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
 
         return out, grad
 
-    return tf.reshape(chunked(chunks(q), chunks(k), chunks(v)), shape)
+    return per_sequence(q, k, v)
