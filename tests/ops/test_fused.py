@@ -91,7 +91,10 @@ def _block_outputs(fused_kernels, remat, x, weights, drop_path, seed_state, trai
 
 
 @pytest.mark.parametrize("remat", ["none", "attention", "block"])
-def test_block_with_fused_kernels_equals_plain_ops(remat):
+@pytest.mark.parametrize("per_sequence", [False, True], ids=["whole", "per_sequence"])
+def test_block_with_fused_kernels_equals_plain_ops(remat, per_sequence, monkeypatch):
+    if per_sequence:
+        monkeypatch.setattr(fused, "WHOLE_SCORES", 0)
     x = RNG.normal(size=(3, 10, 16)).astype(np.float32)
     ref = TransformerBlock(16, 4, drop_path=0.2)
     ref.build((None, 10, 16))
