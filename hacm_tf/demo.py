@@ -136,7 +136,7 @@ def run_demo(out: str, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, 
 
     raw_dir = os.path.join(data, "raw_skeletons")
     test_files = [os.path.join(raw_dir, n) for n in sorted(os.listdir(raw_dir))
-                  if ntu.parse_name(n[:-9]).subject not in ntu.NTU60_XSUB_TRAIN][:3]
+                  if ntu.parse_name(os.path.splitext(n)[0]).subject not in ntu.NTU60_XSUB_TRAIN][:3]
     log("[6/7] classifying three raw .skeleton files of the test subjects with the SavedModel")
     predictions = predict_files(version_dir, test_files, top_k=3, progress=False)
     log(format_predictions(predictions))

@@ -7,22 +7,29 @@ def block_flops(tokens: int, dim: int, mlp_ratio: float) -> float:
     return 2 * tokens * (4 * dim * dim + 2 * dim * int(dim * mlp_ratio)) + 4 * tokens * tokens * dim
 
 
+def _visible_tokens(model) -> int:
+    """Tokens a MaskedPretrainer's encoder sees per sequence."""
+    if model.cfg.method == "hacm":
+        return model.keep_t + model.keep_s
+    from hacm_tf.ops.masking import keep_count
+
+    return keep_count(model.num_tokens, model.cfg.mask_ratio)
+
+
 def pretrain_flops_per_sample(model) -> float:
     """Training FLOPs per clip (all persons) of a MaskedPretrainer: 3 x forward of the trained path
     (embedding, encoder on visible tokens, decoder on all tokens) + the masking criteria's forward."""
     cfg = model.cfg
     seqs = cfg.num_persons
     L, P, D, Dd = model.num_tokens, model.patch_values, cfg.dim, cfg.decoder_dim
+    visible = _visible_tokens(model)
     if cfg.method == "hacm":
-        visible = model.keep_t + model.keep_s
         hubs = cfg.num_patches * len(model.layout.hub_joints)
         embed = 2 * (L + hubs) * P * D
         tt, ts, vp = len(model.times_t), len(model.times_s), model.num_token_joints
         criteria = 2 * 2 * model.len_t * D * D + 2 * vp * tt * tt * D + 3 * ts * vp * vp * D
     else:
-        from hacm_tf.ops.masking import keep_count
-
-        visible, embed, criteria = keep_count(L, cfg.mask_ratio), 2 * L * P * D, 0
+        embed, criteria = 2 * L * P * D, 0
     fwd = (embed + cfg.depth * block_flops(visible, D, cfg.mlp_ratio) + 2 * visible * D * Dd
            + cfg.decoder_depth * block_flops(L, Dd, cfg.mlp_ratio) + 2 * L * Dd * P)
     return seqs * (3 * fwd + criteria)
@@ -32,11 +39,7 @@ def attention_flops_per_sample(model) -> float:
     """The part of :func:`pretrain_flops_per_sample` in the attention products (q k^T and weights @ v of
     every encoder and decoder block, forward and backward)."""
     cfg = model.cfg
-    visible = model.keep_t + model.keep_s if cfg.method == "hacm" else None
-    if visible is None:
-        from hacm_tf.ops.masking import keep_count
-
-        visible = keep_count(model.num_tokens, cfg.mask_ratio)
+    visible = _visible_tokens(model)
     fwd = 4 * cfg.dim * cfg.depth * visible ** 2 + 4 * cfg.decoder_dim * cfg.decoder_depth * model.num_tokens ** 2
     return cfg.num_persons * 3 * fwd
 

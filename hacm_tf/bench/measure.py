@@ -76,11 +76,11 @@ def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0,
     import tensorflow as tf
 
     compute = dataclasses.replace(compute or ComputeConfig(), jit_compile=False)
-    plain, plain_step, x = pretrain_step(config, batch_size, dataclasses.replace(compute, fused_kernels=False), seed)
+    model, step, x = pretrain_step(config, batch_size, dataclasses.replace(compute, fused_kernels=False), seed)
     batch = (x, tf.zeros([batch_size], tf.int64))
-    counted = graph_flops(plain_step.get_concrete_function(batch))
-    del plain, plain_step
-    model, step, _ = pretrain_step(config, batch_size, compute, seed)
+    counted = graph_flops(step.get_concrete_function(batch))
+    if compute.fused_kernels:
+        model, step, _ = pretrain_step(config, batch_size, compute, seed)
     step(batch)["loss"].numpy()
     op_time = profile_op_times(lambda: step(batch)["loss"].numpy(), steps)
     return {"benchmark": "profile", "method": config.method, "batch_size": batch_size, "window": config.window,

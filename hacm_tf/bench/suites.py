@@ -26,13 +26,12 @@ TORCH_BLOCK = os.path.join(presets.REPO, "scripts", "torch_block.py")
 
 def measure_one(spec: dict) -> dict:
     """One measurement in this process. ``spec``: kind (pretrain | finetune | inference | profile), method,
-    batch_size, steps, window (optional), runtime (inference), and the ComputeConfig fields remat,
-    precision, jit_compile, micro_batches, fused_kernels."""
+    batch_size, steps, window (optional), runtime (inference), and ComputeConfig fields."""
     kind, method = spec["kind"], spec["method"]
     changes = {"window": spec["window"]} if spec.get("window") else {}
     cfg = presets.paper_model_config(method, finetune=kind == "finetune", **changes)
-    compute = ComputeConfig(**{k: spec[k] for k in ("remat", "precision", "jit_compile", "micro_batches",
-                                                             "fused_kernels") if k in spec}).validate()
+    fields = ComputeConfig().to_dict()
+    compute = ComputeConfig(**{k: v for k, v in spec.items() if k in fields}).validate()
     batch, steps = spec["batch_size"], spec.get("steps")
     if kind == "profile":
         return measure.pretrain_profile(cfg, batch, steps or 2, compute=compute)
@@ -87,14 +86,13 @@ def run_in_process(spec: dict) -> dict:
 def measured_suite(kind: str, specs: Sequence[dict], compute: ComputeConfig = ComputeConfig(),
                    run: Callable[[dict], dict] = run_in_process, log: Callable[[str], None] = lambda line: None,
                    plot: Optional[str] = None) -> dict:
-    """Runs ``specs`` (with ``compute``'s remat, precision, micro-batches and fused kernels) and adds each
+    """Runs ``specs`` (with ``compute``'s settings, XLA off unless a spec asks for it) and adds each
     row's share of the matmul peak measured first (and of the bfloat16 peak under mixed precision)."""
     peak = matmul_peak()
     peak_bf16 = matmul_peak(dtype="bfloat16") if compute.precision == "mixed_bfloat16" else None
     rows = []
     for spec in specs:
-        row = run({"remat": compute.remat, "precision": compute.precision, "micro_batches": compute.micro_batches,
-                   "fused_kernels": compute.fused_kernels, "jit_compile": False, **spec})
+        row = run({**compute.to_dict(), "jit_compile": False, **spec})
         row["matmul_peak_gflops"] = round(peak, 1)
         if "achieved_gflops" in row:
             row["share_of_peak"] = round(row["achieved_gflops"] / peak, 3)

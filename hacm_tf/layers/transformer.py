@@ -88,8 +88,7 @@ class Attention(keras.layers.Layer):
         self.scale = (dim // heads) ** -0.5
         self.qkv = dense(3 * dim, "qkv", use_bias=qkv_bias, dtype=self.dtype_policy)
         self.proj = dense(dim, "proj", dtype=self.dtype_policy)
-        # the fused core never keeps the weights: remat has nothing to add to it
-        self._cores = (tf.recompute_grad(self._attend) if self.remat else self._attend, self._attend_fused)
+        self._core = tf.recompute_grad(self._attend) if self.remat else self._attend
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -101,7 +100,8 @@ class Attention(keras.layers.Layer):
         # one transpose to heads-major [3, B, H, N, Dh], so both products are plain batched matmuls; unstack's
         # gradient is one stack, where slicing's is three zero-filled copies
         q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
-        core = self._cores[int(bool(training) and self.fused)]
+        # the fused core keeps no [B, H, N, N] weights of its own: remat has nothing to add to it
+        core = self._attend_fused if training and self.fused else self._core
         out = tf.transpose(core(q, k, v), [0, 2, 1, 3])                              # [B, N, H, Dh]
         return self.proj(tf.reshape(out, [b, n, self.dim]))
 

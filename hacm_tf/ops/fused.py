@@ -113,6 +113,27 @@ def _attention_whole(q, k, v):
     return out, lambda d_out: _attention_gradients(q, k, v, weights, out, d_out)
 
 
+def _sequence_forward(a):
+    q, k, v = a
+    return tf.matmul(_attention_weights(q, k), v)
+
+
+def _sequence_gradients(a):
+    q, k, v, d_out, out = a
+    return _attention_gradients(q, k, v, _attention_weights(q, k), out, d_out)
+
+
+@tf.custom_gradient
+def _attention_per_sequence(q, k, v):
+    out = tf.map_fn(_sequence_forward, (q, k, v), fn_output_signature=q.dtype, parallel_iterations=2)
+
+    def grad(d_out):
+        return tf.map_fn(_sequence_gradients, (q, k, v, d_out, out), fn_output_signature=(q.dtype,) * 3,
+                         parallel_iterations=2)
+
+    return out, grad
+
+
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """softmax(q k^T) v per head: [B, H, N, Dh] x 3 -> [B, H, N, Dh] (q already scaled).
 
@@ -125,23 +146,4 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     heads, tokens = q.shape[1], q.shape[2]
     if tokens is not None and heads * tokens * tokens <= WHOLE_SCORES:
         return _attention_whole(q, k, v)
-
-    def forward(a):
-        q_, k_, v_ = a
-        return tf.matmul(_attention_weights(q_, k_), v_)
-
-    def backward(a):
-        q_, k_, v_, d_out, out = a
-        return _attention_gradients(q_, k_, v_, _attention_weights(q_, k_), out, d_out)
-
-    @tf.custom_gradient
-    def per_sequence(q, k, v):
-        out = tf.map_fn(forward, (q, k, v), fn_output_signature=q.dtype, parallel_iterations=2)
-
-        def grad(d_out):
-            return tf.map_fn(backward, (q, k, v, d_out, out), fn_output_signature=(q.dtype,) * 3,
-                             parallel_iterations=2)
-
-        return out, grad
-
-    return per_sequence(q, k, v)
+    return _attention_per_sequence(q, k, v)

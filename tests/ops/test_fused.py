@@ -1,5 +1,5 @@
-"""Fused training kernels (hacm_tf.ops.fused) against float64 autodiff of the plain formulas, and the
-transformer block with and without them: same outputs and gradients, the same inference graph."""
+"""Fused training kernels (hacm_tf.ops.fused) against float64 autodiff of the plain formulas; the
+inference graph keeps the plain ops (the block with and without them: tests/layers/test_transformer.py)."""
 
 import math
 
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hacm_tf.layers.transformer import TransformerBlock
 from hacm_tf.models.classifier import ActionClassifier
 from hacm_tf.config import ModelConfig
 from hacm_tf.ops import fused
@@ -73,40 +72,6 @@ def test_bfloat16_inputs_give_bfloat16_results_close_to_float32():
     assert _value_and_grads(fused.gelu, [x.astype(tf.bfloat16.as_numpy_dtype)], dy)[0].dtype != np.float32
     for g, w in zip(got, want):
         np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=2e-2, atol=2e-2)
-
-
-def _block_outputs(fused_kernels, remat, x, weights, drop_path, seed_state, training=True):
-    block = TransformerBlock(16, 4, drop_path=drop_path, remat=remat, fused=fused_kernels)
-    block.build((None,) + tuple(x.shape[1:]))
-    for var, w in zip(block.weights, weights):
-        var.assign(w)
-    if seed_state is not None:
-        block.drop.seed_generator.state.assign(seed_state)
-    xt = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        y = block(xt, training=training)
-        loss = tf.reduce_sum(y * y)
-    return [y.numpy()] + [g.numpy() for g in tape.gradient(loss, [xt] + block.trainable_variables)]
-
-
-@pytest.mark.parametrize("remat", ["none", "attention", "block"])
-@pytest.mark.parametrize("per_sequence", [False, True], ids=["whole", "per_sequence"])
-def test_block_with_fused_kernels_equals_plain_ops(remat, per_sequence, monkeypatch):
-    if per_sequence:
-        monkeypatch.setattr(fused, "WHOLE_SCORES", 0)
-    x = RNG.normal(size=(3, 10, 16)).astype(np.float32)
-    ref = TransformerBlock(16, 4, drop_path=0.2)
-    ref.build((None, 10, 16))
-    weights = [w.numpy() + RNG.normal(size=w.shape).astype(np.float32) * 0.1 for w in ref.weights]
-    seed_state = ref.drop.seed_generator.state.numpy()      # both blocks drop the same clips
-    plain = _block_outputs(False, remat, x, weights, 0.2, seed_state)
-    fast = _block_outputs(True, remat, x, weights, 0.2, seed_state)
-    for p, f in zip(plain, fast):
-        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5 * np.abs(p).max())
-    # inference runs the plain ops whatever the setting: identical outputs
-    np.testing.assert_array_equal(_block_outputs(True, remat, x, weights, 0.2, None, training=False)[0],
-                                  _block_outputs(False, remat, x, weights, 0.2, None, training=False)[0])
 
 
 def _xla_calls(graph):
