@@ -7,9 +7,10 @@ softmax gradient four passes over [B, H, N, N]). Here each forward and backward 
 (an inner ``tf.function(jit_compile=True)``, called from graphs with or without XLA). The attention
 runs one sequence at a time, whose [H, N, N] scores stay in cache, recomputes them in the backward
 pass instead of keeping them, and takes the softmax gradient's row term from the [B, H, N, Dh] output
-instead of the weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Results equal the plain formulas to
-float32 rounding (tests/ops/test_fused.py); the element-wise maths runs in float32 for bfloat16
-inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN on CPU).
+instead of the weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Where the native attention kernel is
+available (hacm_tf.ops.native) it replaces that path: scores, softmax and products in cache.
+Results equal the plain formulas to float32 rounding (tests/ops/test_fused.py); the element-wise
+maths runs in float32 for bfloat16 inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN on CPU).
 
 Used by the transformer blocks in training; inference, export and ONNX conversion keep the plain
 ops (no XLA call in the serving graph).
@@ -20,6 +21,8 @@ from __future__ import annotations
 import math
 
 import tensorflow as tf
+
+from hacm_tf.ops import native
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -137,12 +140,16 @@ def _attention_per_sequence(q, k, v):
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """softmax(q k^T) v per head: [B, H, N, Dh] x 3 -> [B, H, N, Dh] (q already scaled).
 
-    Long sequences (H x N x N > WHOLE_SCORES, or N unknown when traced) run one sequence at a time
-    (two at once), so its [H, N, N] scores stay in cache; the backward pass recomputes a sequence's
-    weights from q and k instead of keeping [B, H, N, N] (the memory of ``remat="attention"``, at
-    less time than the plain ops). Short ones run in one piece and keep their small weights. Results
-    equal the plain formula's exactly in float32.
+    With the native kernel (hacm_tf.ops.native: built for this CPU when a C++ compiler is present,
+    Dh in 16/32/48/64) the N x N scores never leave the cache, in either pass. Otherwise: long
+    sequences (H x N x N > WHOLE_SCORES, or N unknown when traced) run one sequence at a time (two at
+    once), so its [H, N, N] scores stay in cache; the backward pass recomputes a sequence's weights
+    from q and k instead of keeping [B, H, N, N] (the memory of ``remat="attention"``, at less time
+    than the plain ops). Short ones run in one piece and keep their small weights. Results equal the
+    plain formula's to float32 rounding.
     """
+    if native.available(q.shape[-1]):
+        return native.attention(q, k, v)
     heads, tokens = q.shape[1], q.shape[2]
     if tokens is not None and heads * tokens * tokens <= WHOLE_SCORES:
         return _attention_whole(q, k, v)

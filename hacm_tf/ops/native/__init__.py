@@ -1,0 +1,160 @@
+"""Native attention kernel for training: softmax(q k^T) v whose N x N scores never reach memory.
+
+A TensorFlow custom op (``attention_op.cc`` on the kernels of ``attention_kernels.h``) built on
+first use with the machine's C++ compiler for its own CPU (``-march=native``), cached under
+``$HACM_TF_CACHE`` (default ``~/.cache/hacm_tf``) by a key of the sources, TensorFlow version,
+compiler and CPU features, so a build is reused only where it was made. Each head's queries are
+taken eight rows at a time: scores, softmax and the product with v happen in cache; the backward
+pass recomputes the weights from q, k and the saved log-sum-exp. Heads run in parallel on
+TensorFlow's intra-op threads.
+
+Optional by design: without a compiler, with ``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other
+than 16/32/48/64, or if the build fails (the reason is logged once), ``available()`` is False and the
+callers (hacm_tf.ops.fused) use the XLA path, which gives the same results to float32 rounding.
+Training graphs only: inference and exported SavedModels never contain the op.
+
+    python -m hacm_tf.ops.native      # build now (about 15 s) and print the library's path
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import tensorflow as tf
+
+SOURCE_DIR = Path(__file__).resolve().parent
+SOURCES = ("attention.h", "attention_kernels.h", "attention_kernels.cc", "attention_op.cc")
+SWITCH_ENV = "HACM_TF_NATIVE_KERNELS"
+CACHE_ENV = "HACM_TF_CACHE"
+HEAD_DIMS = (16, 32, 48, 64)
+LIBRARY_NAME = "hacm_attention_op.so"
+# kernels for the host CPU; the op's TensorFlow headers with the compiler's defaults (Eigen's headers
+# do not compile with every instruction set -march=native may enable)
+KERNEL_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-std=c++17", "-fPIC", "-w")
+OP_FLAGS = ("-O2", "-fPIC", "-w")
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_state: dict = {}
+
+
+class NativeBuildError(RuntimeError):
+    """The native kernels could not be built; the message carries the compiler's output."""
+
+
+def enabled() -> bool:
+    """False when ``HACM_TF_NATIVE_KERNELS`` is 0 / false / off."""
+    return os.environ.get(SWITCH_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def compiler() -> str | None:
+    """The C++ compiler: ``$CXX``, else g++, c++ or clang++ on PATH; None if there is none."""
+    if os.environ.get("CXX"):
+        return shutil.which(os.environ["CXX"])
+    return next((path for path in map(shutil.which, ("g++", "c++", "clang++")) if path), None)
+
+
+def _cpu_features() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
+def _build_key(cxx: str) -> str:
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((SOURCE_DIR / name).read_bytes())
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    for part in (tf.__version__, version, _cpu_features(), " ".join(KERNEL_FLAGS + OP_FLAGS)):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+def library_path(cxx: str | None = None) -> Path:
+    """Where the library for this source, TensorFlow, compiler and CPU is (or will be) built."""
+    cxx = cxx or compiler()
+    if cxx is None:
+        raise NativeBuildError("no C++ compiler (set CXX or install g++)")
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hacm_tf").expanduser()
+    return root / "native" / _build_key(cxx) / LIBRARY_NAME
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        raise NativeBuildError(f"{' '.join(command[:2])} ... failed ({result.returncode}):\n{tail}")
+
+
+def build(force: bool = False) -> Path:
+    """Compiles the op library unless an identical build exists; returns its path.
+
+    Safe across processes (a file lock; the library appears by an atomic rename, complete or not at
+    all). Raises NativeBuildError with the compiler's message on failure.
+    """
+    cxx = compiler()
+    target = library_path(cxx)
+    if target.exists() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists() and not force:
+            return target
+        _log.info("building the native attention kernels for this CPU (once): %s", target)
+        with tempfile.TemporaryDirectory(dir=target.parent) as work:
+            kernels, op, library = (os.path.join(work, name) for name in ("kernels.o", "op.o", LIBRARY_NAME))
+            _run([cxx, *KERNEL_FLAGS, "-c", str(SOURCE_DIR / "attention_kernels.cc"), "-o", kernels])
+            _run([cxx, *OP_FLAGS, *tf.sysconfig.get_compile_flags(), "-c", str(SOURCE_DIR / "attention_op.cc"),
+                  "-o", op])
+            _run([cxx, "-shared", kernels, op, "-o", library, *tf.sysconfig.get_link_flags()])
+            os.replace(library, target)
+    return target
+
+
+def load():
+    """The loaded op module, or None when the kernels are off or cannot be built (reason logged once)."""
+    if not enabled():
+        return None
+    with _lock:
+        if "module" not in _state:
+            try:
+                _state["module"] = tf.load_op_library(str(build()))
+            except (NativeBuildError, OSError, tf.errors.OpError) as error:
+                _log.warning("native attention kernels unavailable, using the XLA path: %s", error)
+                _state["module"] = None
+        return _state["module"]
+
+
+def available(head_dim: int | None = None) -> bool:
+    """True when the op is loaded (and supports ``head_dim``, if given)."""
+    return (head_dim is None or head_dim in HEAD_DIMS) and load() is not None
+
+
+@tf.custom_gradient
+def _attention_float32(q, k, v):
+    ops = load()
+    out, lse = ops.hacm_attention(q, k, v)
+    return out, lambda d_out: ops.hacm_attention_grad(q, k, v, out, lse, d_out)
+
+
+def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+    """softmax(q k^T) v over the last two axes: [..., N, D] x 3 -> [..., N, D] (q already scaled).
+
+    Differentiable (the gradient op recomputes the weights); computed in float32 and cast back to the
+    input dtype. Requires ``available(D)``.
+    """
+    dtype = q.dtype
+    out = _attention_float32(*(tf.cast(x, tf.float32) for x in (q, k, v)))
+    return tf.cast(out, dtype)

@@ -1,0 +1,265 @@
+// Attention softmax(q k^T) v per head with the N x N scores kept in cache, never in memory.
+//
+// Each head's queries are taken R rows at a time: the R x N block of scores is computed with a
+// register-blocked kernel, normalised (softmax, exact, no online rescaling: a row block of N <= a
+// few thousand keys fits the L1/L2 cache), and multiplied by v at once. The backward pass recomputes
+// the block's weights from q, k and the saved log-sum-exp and accumulates dk and dv with rank-R
+// updates, so neither pass keeps anything of size N x N.
+//
+// Portable C++ (GCC/Clang vector extensions): compiled for the host's instruction set, a vector is
+// one AVX-512 register (16 floats) or one AVX2 register (8 floats).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+namespace hacm_attention {
+
+#ifdef __AVX512F__
+constexpr int kLanes = 16;  // floats per vector: one register
+constexpr int kRows = 8;    // queries per block: 2 x 8 accumulators + operands fit 32 registers
+#else
+constexpr int kLanes = 8;
+constexpr int kRows = 6;    // 2 x 6 accumulators + operands fit 16 registers
+#endif
+typedef float vfloat __attribute__((vector_size(4 * kLanes)));
+typedef int32_t vint __attribute__((vector_size(4 * kLanes)));
+
+inline vfloat splat(float x) { return vfloat{} + x; }
+inline vfloat load(const float* p) {
+  vfloat v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store(float* p, vfloat v) { std::memcpy(p, &v, sizeof(v)); }
+
+// exp(x) per lane, x <= 88: range reduction x = n ln2 + r, |r| <= ln2 / 2, then
+// 1 + r + r^2 (c0 + c1 r + c2 r^2 + c3 r^3) (least-squares fit of the relative error: at most 1.7e-7,
+// about one float32 rounding) times 2^n; inputs below -87 give 0 or a denormal.
+inline vfloat vexp(vfloat x) {
+  const vfloat ln2_hi = splat(0.693359375f), ln2_lo = splat(-2.12194440e-4f);
+  x = x > splat(-100.f) ? x : splat(-100.f);
+#ifdef __AVX512F__
+  const __m512 n = _mm512_roundscale_ps(__m512(x * splat(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const vfloat nv = vfloat(n);
+#else
+  const vfloat magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const vfloat nv = (x * splat(1.44269504088896341f) + magic) - magic;
+#endif
+  const vfloat r = (x - nv * ln2_hi) - nv * ln2_lo;
+  vfloat p = splat(0.008333842270076275f);
+  p = p * r + splat(0.04189859703183174f);
+  p = p * r + splat(0.1666688621044159f);
+  p = p * r + splat(0.49999141693115234f);
+  p = p * (r * r) + r + splat(1.0f);
+#ifdef __AVX512F__
+  return vfloat(_mm512_scalef_ps(__m512(p), n));
+#else
+  // 2^n through the exponent bits, split in two factors so that n down to -144 stays representable
+  vint half = __builtin_convertvector(nv, vint) >> 1;
+  vint other = __builtin_convertvector(nv, vint) - half;
+  vint b1 = (half + 127) << 23, b2 = (other + 127) << 23;
+  vfloat s1, s2;
+  std::memcpy(&s1, &b1, sizeof(b1));
+  std::memcpy(&s2, &b2, sizeof(b2));
+  return p * s1 * s2;
+#endif
+}
+
+inline float hsum(vfloat v) {
+  float s = 0.f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+inline float hmax(vfloat v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
+  return m;
+}
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// out[R][cols] = a[R][D] b^T, with b given transposed as bt[D][ld] (cols a multiple of 2 * kLanes).
+template <int D>
+inline void rows_times_transposed(const float* a, const float* bt, int64_t ld, int64_t cols, float* out) {
+  for (int64_t j = 0; j < cols; j += 2 * kLanes) {
+    vfloat acc0[kRows], acc1[kRows];
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) acc0[i] = acc1[i] = vfloat{};
+    for (int d = 0; d < D; ++d) {
+      const vfloat b0 = load(bt + d * ld + j), b1 = load(bt + d * ld + j + kLanes);
+#pragma GCC unroll 8
+      for (int i = 0; i < kRows; ++i) {
+        const vfloat x = splat(a[i * D + d]);
+        acc0[i] += x * b0;
+        acc1[i] += x * b1;
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+      store(out + i * ld + j, acc0[i]);
+      store(out + i * ld + j + kLanes, acc1[i]);
+    }
+  }
+}
+
+// out[R][D] = w[R][0:n] b[n][D] (w with row stride ld).
+template <int D>
+inline void rows_times(const float* w, int64_t ld, const float* b, int64_t n, float* out) {
+  constexpr int V = D / kLanes;
+  vfloat acc[kRows][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < kRows; ++i)
+    for (int c = 0; c < V; ++c) acc[i][c] = vfloat{};
+  for (int64_t j = 0; j < n; ++j) {
+    vfloat bj[V];
+    for (int c = 0; c < V; ++c) bj[c] = load(b + j * D + c * kLanes);
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+      const vfloat x = splat(w[i * ld + j]);
+      for (int c = 0; c < V; ++c) acc[i][c] += x * bj[c];
+    }
+  }
+  for (int i = 0; i < kRows; ++i)
+    for (int c = 0; c < V; ++c) store(out + i * D + c * kLanes, acc[i][c]);
+}
+
+// acc[n][D] += w[R][0:n]^T a[R][D] (w with row stride ld): a rank-R update.
+template <int D>
+inline void add_transposed_times(const float* w, int64_t ld, const float* a, int64_t n, float* acc) {
+  constexpr int V = D / kLanes;
+  vfloat rows[kRows][V];
+  for (int i = 0; i < kRows; ++i)
+    for (int c = 0; c < V; ++c) rows[i][c] = load(a + i * D + c * kLanes);
+  for (int64_t j = 0; j < n; ++j) {
+    vfloat sum[V];
+    for (int c = 0; c < V; ++c) sum[c] = load(acc + j * D + c * kLanes);
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+      const vfloat x = splat(w[i * ld + j]);
+      for (int c = 0; c < V; ++c) sum[c] += x * rows[i][c];
+    }
+    for (int c = 0; c < V; ++c) store(acc + j * D + c * kLanes, sum[c]);
+  }
+}
+
+// bt[D][ld] = b[n][D]^T, zero beyond column n.
+template <int D>
+inline void transpose_padded(const float* b, int64_t n, int64_t ld, float* bt) {
+  for (int d = 0; d < D; ++d) {
+    float* row = bt + d * ld;
+    for (int64_t j = 0; j < n; ++j) row[j] = b[j * D + d];
+    std::fill(row + n, row + ld, 0.f);
+  }
+}
+
+// a block of up to kRows rows of x[n][D] starting at row r0, zero-padded to kRows rows.
+template <int D>
+inline void copy_rows(const float* x, int64_t r0, int64_t rows, float* block) {
+  std::memcpy(block, x + r0 * D, sizeof(float) * rows * D);
+  std::fill(block + rows * D, block + kRows * D, 0.f);
+}
+
+// Per-thread buffers for one head of n tokens.
+struct Scratch {
+  std::vector<float> kt, vt, scores, grads, qb, gb, ob;
+  void resize(int64_t n, int d) {
+    const int64_t ld = round_up(n, 2 * kLanes);
+    kt.resize(d * ld);
+    vt.resize(d * ld);
+    scores.resize(kRows * ld);
+    grads.resize(kRows * ld);
+    qb.resize(kRows * d);
+    gb.resize(kRows * d);
+    ob.resize(kRows * d);
+  }
+};
+
+// One head: o[n][D] = softmax(q k^T) v, lse[n] = log-sum-exp of each row of q k^T.
+template <int D>
+void forward_head(const float* q, const float* k, const float* v, int64_t n, float* o, float* lse, Scratch& s) {
+  const int64_t ld = round_up(n, 2 * kLanes);
+  const int64_t vec_n = n / kLanes * kLanes;
+  transpose_padded<D>(k, n, ld, s.kt.data());
+  for (int64_t r0 = 0; r0 < n; r0 += kRows) {
+    const int64_t rows = std::min<int64_t>(kRows, n - r0);
+    copy_rows<D>(q, r0, rows, s.qb.data());
+    rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());
+    float inverse_sums[kRows];
+    for (int i = 0; i < kRows; ++i) {
+      float* row = s.scores.data() + i * ld;
+      vfloat m = splat(-INFINITY);
+      for (int64_t j = 0; j < vec_n; j += kLanes) {
+        const vfloat x = load(row + j);
+        m = x > m ? x : m;
+      }
+      float mx = hmax(m);
+      for (int64_t j = vec_n; j < n; ++j) mx = std::max(mx, row[j]);
+      vfloat sum = vfloat{};
+      const vfloat mv = splat(mx);
+      for (int64_t j = 0; j < ld; j += kLanes) {
+        const vfloat e = vexp(load(row + j) - mv);
+        store(row + j, e);
+        if (j < vec_n) sum += e;
+      }
+      float total = hsum(sum);
+      for (int64_t j = vec_n; j < n; ++j) total += row[j];
+      std::fill(row + n, row + ld, 0.f);
+      inverse_sums[i] = 1.f / total;
+      if (i < rows) lse[r0 + i] = mx + std::log(total);
+    }
+    rows_times<D>(s.scores.data(), ld, v, n, s.ob.data());  // unnormalised weights
+    for (int64_t i = 0; i < rows; ++i)
+      for (int d = 0; d < D; ++d) o[(r0 + i) * D + d] = s.ob[i * D + d] * inverse_sums[i];
+  }
+}
+
+// One head's gradients (dq, dk, dv) of o = softmax(q k^T) v given do, o and lse.
+template <int D>
+void backward_head(const float* q, const float* k, const float* v, const float* o, const float* lse,
+                   const float* d_o, int64_t n, float* dq, float* dk, float* dv, Scratch& s) {
+  const int64_t ld = round_up(n, 2 * kLanes);
+  transpose_padded<D>(k, n, ld, s.kt.data());
+  transpose_padded<D>(v, n, ld, s.vt.data());
+  std::fill(dk, dk + n * D, 0.f);
+  std::fill(dv, dv + n * D, 0.f);
+  for (int64_t r0 = 0; r0 < n; r0 += kRows) {
+    const int64_t rows = std::min<int64_t>(kRows, n - r0);
+    copy_rows<D>(q, r0, rows, s.qb.data());
+    copy_rows<D>(d_o, r0, rows, s.gb.data());
+    rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());  // scores
+    rows_times_transposed<D>(s.gb.data(), s.vt.data(), ld, ld, s.grads.data());   // d weights
+    for (int i = 0; i < kRows; ++i) {
+      float* p = s.scores.data() + i * ld;
+      float* g = s.grads.data() + i * ld;
+      if (i >= rows) {  // padding rows: no weight, no gradient
+        std::fill(p, p + ld, 0.f);
+        std::fill(g, g + ld, 0.f);
+        continue;
+      }
+      float row_term = 0.f;  // rowsum(do * o)
+      for (int d = 0; d < D; ++d) row_term += d_o[(r0 + i) * D + d] * o[(r0 + i) * D + d];
+      const vfloat shift = splat(lse[r0 + i]), rt = splat(row_term);
+      for (int64_t j = 0; j < ld; j += kLanes) {
+        const vfloat w = vexp(load(p + j) - shift);
+        store(p + j, w);
+        store(g + j, w * (load(g + j) - rt));
+      }
+      std::fill(p + n, p + ld, 0.f);
+      std::fill(g + n, g + ld, 0.f);
+    }
+    add_transposed_times<D>(s.scores.data(), ld, s.gb.data(), n, dv);
+    add_transposed_times<D>(s.grads.data(), ld, s.qb.data(), n, dk);
+    rows_times<D>(s.grads.data(), ld, k, n, s.ob.data());
+    std::memcpy(dq + r0 * D, s.ob.data(), sizeof(float) * rows * D);
+  }
+}
+
+}  // namespace hacm_attention

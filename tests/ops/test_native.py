@@ -1,0 +1,137 @@
+"""The native attention op (hacm_tf.ops.native) against float64 autodiff; its build, switch and
+fallback. Where no C++ compiler exists the op tests are skipped (the XLA path they would replace is
+tested in test_fused.py); where one exists, the build must succeed."""
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hacm_tf.layers.transformer import TransformerBlock
+from hacm_tf.ops import fused, native
+
+RNG = np.random.RandomState(3)
+needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C++ compiler on this machine")
+
+
+def _plain_attention(q, k, v):
+    return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1), v)
+
+
+def _value_and_grads(fn, arrays, d_out):
+    inputs = [tf.constant(a) for a in arrays]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        out = fn(*inputs)
+    grads = tape.gradient(out, inputs, output_gradients=tf.cast(d_out, out.dtype))
+    return [out.numpy()] + [g.numpy() for g in grads]
+
+
+def _graph_op_types(fn, *specs):
+    return {op.type for op in tf.function(fn).get_concrete_function(*specs).graph.get_operations()}
+
+
+@pytest.fixture(scope="module")
+def op_library():
+    assert native.enabled(), "HACM_TF_NATIVE_KERNELS switches the native kernels off"
+    path = native.build()   # a machine with a compiler must build it
+    assert path.exists() and native.load() is not None
+    return path
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(2, 3, 37, 16), (1, 2, 50, 32), (2, 19, 48), (1, 1, 70, 64), (3, 1, 16),
+                                   (1, 2, 8, 32)])
+def test_values_and_gradients_match_float64_autodiff(op_library, shape):
+    arrays = [RNG.normal(size=shape) * 1.5 for _ in range(3)]
+    d_out = RNG.normal(size=shape)
+    got = _value_and_grads(native.attention, [a.astype(np.float32) for a in arrays], d_out)
+    want = _value_and_grads(_plain_attention, arrays, d_out)
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
+        assert g.dtype == np.float32 and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-5 * np.abs(w).max(), err_msg=name)
+
+
+@needs_compiler
+def test_saturated_rows_stay_finite(op_library):
+    q = np.zeros((1, 1, 20, 16), np.float32)
+    q[..., 0] = 60.0                      # scores up to +-3600: exp over- and underflows without the shift
+    k = RNG.normal(size=q.shape).astype(np.float32)
+    v = RNG.normal(size=q.shape).astype(np.float32)
+    got = _value_and_grads(native.attention, [q, k, v], np.ones(q.shape))
+    want = _value_and_grads(_plain_attention, [a.astype(np.float64) for a in (q, k, v)], np.ones(q.shape))
+    for g, w in zip(got, want):
+        assert np.isfinite(g).all()   # scores of 3600 carry float32 rounding of 2e-4: tolerance 1e-3
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-3 * np.abs(w).max())
+
+
+@needs_compiler
+def test_bfloat16_inputs_give_bfloat16_results(op_library):
+    arrays = [RNG.normal(size=(2, 2, 24, 32)).astype(np.float32) for _ in range(3)]
+    want = native.attention(*arrays).numpy()
+    got = native.attention(*(tf.cast(a, tf.bfloat16) for a in arrays))
+    assert got.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want, atol=5e-2)
+
+
+@needs_compiler
+def test_bad_shapes_are_rejected_with_their_sizes(op_library):
+    ops = native.load()
+    x = tf.zeros((2, 5, 8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="head dimension 8"):
+        ops.hacm_attention(x, x, x)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input 1 has shape \[2,4,16\]"):
+        ops.hacm_attention(tf.zeros((2, 5, 16)), tf.zeros((2, 4, 16)), tf.zeros((2, 5, 16)))
+    out, lse = ops.hacm_attention(*(tf.zeros((3, 0, 16)),) * 3)
+    assert out.shape == (3, 0, 16) and lse.shape == (3, 0)
+
+
+@needs_compiler
+def test_fused_attention_takes_the_native_op_unless_switched_off(op_library, monkeypatch):
+    spec = tf.TensorSpec([2, 2, 40, 16], tf.float32)
+    assert "HacmAttention" in _graph_op_types(fused.attention, spec, spec, spec)
+    odd = tf.TensorSpec([2, 2, 40, 8], tf.float32)   # head dimension the kernels are not built for
+    assert "HacmAttention" not in _graph_op_types(fused.attention, odd, odd, odd)
+    monkeypatch.setenv(native.SWITCH_ENV, "0")
+    assert not native.available(16)
+    assert "HacmAttention" not in _graph_op_types(fused.attention, spec, spec, spec)
+
+
+@needs_compiler
+def test_block_with_native_attention_equals_plain_ops(op_library):
+    block = TransformerBlock(32, 2, fused=True)      # head dimension 16: the native op
+    x = tf.constant(RNG.normal(size=(2, 30, 32)).astype(np.float32))
+    block(x)
+
+    def step(fused_kernels):
+        block.fused = block.attn.fused = block.norm1.fused = block.norm2.fused = fused_kernels
+        with tf.GradientTape() as tape:
+            y = block(x, training=True)
+            loss = tf.reduce_sum(y * y)
+        return [y] + tape.gradient(loss, block.trainable_variables)
+
+    assert "HacmAttention" in _graph_op_types(lambda: step(True))
+    for got, want in zip(step(True), step(False)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-4, atol=2e-4 * np.abs(want).max())
+
+
+def test_failed_build_falls_back_with_the_reason_logged(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv("CXX", "false")                 # a "compiler" that always fails
+    with pytest.raises(native.NativeBuildError, match="failed"):
+        native.build()
+    assert not any(tmp_path.rglob(native.LIBRARY_NAME))   # nothing half-written left behind
+    monkeypatch.setattr(native, "_state", {})
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        assert native.load() is None and not native.available(32)
+    assert "using the XLA path" in caplog.text
+    spec = tf.TensorSpec([2, 2, 40, 32], tf.float32)
+    assert "HacmAttention" not in _graph_op_types(fused.attention, spec, spec, spec)
+
+
+def test_no_compiler_is_a_clear_build_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    assert native.compiler() is None
+    with pytest.raises(native.NativeBuildError, match="no C\\+\\+ compiler"):
+        native.build()
