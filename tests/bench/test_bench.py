@@ -100,13 +100,19 @@ def test_throughput_reports_are_consistent():
                                                        abs=rounding)
 
 
-def test_kernel_rates_cover_the_step_kernels():
-    rows = measure.kernel_rates(sequences=2, tokens=12, dim=16, heads=2, steps=1, warmup=1)
+@pytest.mark.parametrize("dim", [16, 32])    # head dimension 8 (no native op) and 16
+def test_kernel_rates_cover_the_step_kernels(dim):
+    from hacm_tf.ops import native
+
+    rows = measure.kernel_rates(sequences=2, tokens=12, dim=dim, heads=2, steps=1, warmup=1)
     names = [r["kernel"] for r in rows]
-    assert len(names) == 8 and "softmax of the scores" in names and "MLP matmul, weight gradient" in names
+    with_native = dim == 32 and native.available(16)
+    assert ("attention training pass, native op" in names) == with_native
+    assert len(names) == 9 + with_native and "softmax of the scores" in names
+    assert "MLP matmul, weight gradient" in names and "attention training pass, XLA-fused path" in names
     assert all(r["ms"] > 0 and ("gflops" in r) != ("gb_per_second" in r) for r in rows)
-    assert [("gflops" in r) for r in rows] == [True] * 5 + [False] * 3
-    assert rows[0]["shape"] == "[24, 16] @ [16, 64]"
+    assert [("gflops" in r) for r in rows] == [True] * (6 + with_native) + [False] * 3
+    assert rows[0]["shape"] == f"[24, {dim}] @ [{dim}, {4 * dim}]"
 
 
 def test_matmul_bound_weights_the_kernel_rates_by_their_flops():
@@ -123,6 +129,9 @@ def test_matmul_bound_weights_the_kernel_rates_by_their_flops():
     # half the FLOPs in attention at 2 score products (rate 10) and 4 weight products (rate 40) per 6
     assert matmul_bound(rows([100.0] * 3, 10.0, 40.0), 0.5, False) == pytest.approx(1 / (0.005 + 0.5 * 0.1 / 3
                                                                                           + 0.5 * 0.1 / 6 * 1))
+    # a measured whole attention pass replaces the products' estimate
+    with_pass = rows([100.0] * 3, 10.0, 40.0) + [{"kernel": "attention pass", "gflops": 50.0}]
+    assert matmul_bound(with_pass, 0.5, True, attention_pass="attention pass") == pytest.approx(1 / (0.005 + 0.01))
     # recomputing the scores costs one score product more in the same FLOPs
     assert matmul_bound(rows([100.0] * 3, 10.0, 40.0), 0.5, True) < matmul_bound(rows([100.0] * 3, 10.0, 40.0), 0.5,
                                                                                  False)

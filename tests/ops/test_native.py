@@ -93,6 +93,8 @@ def test_fused_attention_takes_the_native_op_unless_switched_off(op_library, mon
     assert "HacmAttention" in _graph_op_types(fused.attention, spec, spec, spec)
     odd = tf.TensorSpec([2, 2, 40, 8], tf.float32)   # head dimension the kernels are not built for
     assert "HacmAttention" not in _graph_op_types(fused.attention, odd, odd, odd)
+    half = tf.TensorSpec([2, 2, 40, 16], tf.bfloat16)   # bfloat16: oneDNN's bfloat16 products
+    assert "HacmAttention" not in _graph_op_types(fused.attention, half, half, half)
     monkeypatch.setenv(native.SWITCH_ENV, "0")
     assert not native.available(16)
     assert "HacmAttention" not in _graph_op_types(fused.attention, spec, spec, spec)
