@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -31,7 +31,16 @@ constexpr int kRows = 6;    // 2 x 6 accumulators + operands fit 16 registers
 typedef float vfloat __attribute__((vector_size(4 * kLanes)));
 typedef int32_t vint __attribute__((vector_size(4 * kLanes)));
 
-inline vfloat splat(float x) { return vfloat{} + x; }
+// one value in every lane (a broadcast; `vfloat{} + x` would add a dependent add before it)
+inline vfloat splat(float x) {
+#if defined(__AVX512F__)
+  return vfloat(_mm512_set1_ps(x));
+#elif defined(__AVX__)
+  return vfloat(_mm256_set1_ps(x));
+#else
+  return vfloat{} + x;
+#endif
+}
 inline vfloat load(const float* p) {
   vfloat v;
   std::memcpy(&v, p, sizeof(v));
