@@ -7,6 +7,7 @@ import time
 
 # op type (substring of the kernel name) -> category, first match wins
 OP_CATEGORIES = (
+    ("attention (native op: products and softmax)", ("HacmAttention",)),
     ("matmul", ("MatMul", "Einsum", "Conv")),
     ("softmax", ("Softmax",)),
     ("gather / scatter / sort", ("Gather", "Scatter", "TopK", "Sort", "Unique")),

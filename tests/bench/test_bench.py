@@ -58,6 +58,7 @@ def test_op_time_profile_finds_the_matmuls():
     assert max(cats, key=cats.get) == "matmul"            # the one large kernel of this function
     assert sum(cats.values()) == pytest.approx(prof["op_seconds"], rel=1e-3, abs=1e-5)
     assert profile.op_category("_MklBatchMatMulV2") == "matmul" and profile.op_category("Erf") == "elementwise"
+    assert profile.op_category("HacmAttentionGrad").startswith("attention (native op")
 
 
 def test_op_time_profile_counts_xla_fused_kernels_as_elementwise():
