@@ -74,8 +74,9 @@ class Attention(keras.layers.Layer):
 
     ``remat=True`` recomputes the [B, H, N, N] attention weights in the backward pass instead of
     keeping them (same results; less memory, a little more compute). ``fused=True``: in training,
-    hacm_tf.ops.fused.attention (one sequence at a time in cache, weights recomputed rather than kept,
-    XLA-fused softmax gradient), with or without remat.
+    hacm_tf.ops.fused.packed_attention (the native op on the packed projection where built; else one
+    sequence at a time in cache with an XLA-fused softmax gradient; weights recomputed rather than
+    kept either way), with or without remat.
     """
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, remat: bool = False, fused: bool = True,
@@ -97,12 +98,14 @@ class Attention(keras.layers.Layer):
     def call(self, x, training=False):
         b, n = tf.shape(x)[0], tf.shape(x)[1]
         qkv = tf.reshape(self.qkv(x), [b, n, 3, self.heads, self.dim // self.heads])   # [B, N, 3, H, Dh]
-        # one transpose to heads-major [3, B, H, N, Dh], so both products are plain batched matmuls; unstack's
-        # gradient is one stack, where slicing's is three zero-filled copies
-        q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
-        # the fused core keeps no [B, H, N, N] weights of its own: remat has nothing to add to it
-        core = self._attend_fused if training and self.fused else self._core
-        out = tf.transpose(core(q, k, v), [0, 2, 1, 3])                              # [B, N, H, Dh]
+        if training and self.fused:
+            # keeps no [B, H, N, N] weights of its own: remat has nothing to add to it
+            out = fused_ops.packed_attention(qkv, self.scale)                         # [B, N, H, Dh]
+        else:
+            # one transpose to heads-major [3, B, H, N, Dh], so both products are plain batched matmuls;
+            # unstack's gradient is one stack, where slicing's is three zero-filled copies
+            q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
+            out = tf.transpose(self._core(q, k, v), [0, 2, 1, 3])                    # [B, N, H, Dh]
         return self.proj(tf.reshape(out, [b, n, self.dim]))
 
     def _attend(self, q, k, v):
@@ -110,9 +113,6 @@ class Attention(keras.layers.Layer):
         # the scale goes on q, not on the N/Dh times larger scores: one memory pass less each way
         attn = tf.nn.softmax(tf.matmul(q * self.scale, k, transpose_b=True), axis=-1)  # [B, H, N, N]
         return tf.matmul(attn, v)
-
-    def _attend_fused(self, q, k, v):
-        return fused_ops.attention(q * self.scale, k, v)
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "qkv_bias": self.qkv_bias,

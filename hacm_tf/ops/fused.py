@@ -151,6 +151,18 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     return attention_xla(q, k, v)
 
 
+def packed_attention(qkv: tf.Tensor, scale: float) -> tf.Tensor:
+    """Multi-head softmax(scale q k^T) v from the packed projection: [B, N, 3, H, Dh] -> [B, N, H, Dh].
+
+    float32 with the native op: read and written in place (no head transposes, no scaled copy of q);
+    otherwise heads-major transposes around attention_xla.
+    """
+    if qkv.dtype == tf.float32 and native.available(qkv.shape[-1]):
+        return native.attention_packed(qkv, scale)
+    q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
+    return tf.transpose(attention_xla(q * scale, k, v), [0, 2, 1, 3])
+
+
 def attention_xla(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """attention without the native op: [B, H, N, Dh] x 3 -> [B, H, N, Dh].
 

@@ -75,16 +75,43 @@ def test_bfloat16_inputs_give_bfloat16_results(op_library):
     np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want, atol=5e-2)
 
 
+def _plain_packed(qkv, scale):
+    """softmax(scale q k^T) v per head from [B, N, 3, H, D]: [B, N, H, D]."""
+    q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
+    return tf.transpose(_plain_attention(q * scale, k, v), [0, 2, 1, 3])
+
+
+@needs_compiler
+@pytest.mark.parametrize("native_op", [True, False], ids=["native", "xla"])
+@pytest.mark.parametrize("shape", [(2, 45, 3, 3, 16), (1, 9, 3, 2, 32)])
+def test_packed_attention_matches_float64_autodiff(op_library, shape, native_op, monkeypatch):
+    if not native_op:
+        monkeypatch.setenv(native.SWITCH_ENV, "0")
+    scale = shape[-1] ** -0.5
+    qkv = RNG.normal(size=shape) * 2
+    d_out = RNG.normal(size=shape[:2] + shape[3:])
+    got = _value_and_grads(lambda t: fused.packed_attention(t, scale), [qkv.astype(np.float32)], d_out)
+    want = _value_and_grads(lambda t: _plain_packed(t, scale), [qkv], d_out)
+    for name, g, w in zip(("out", "d_qkv"), got, want):
+        assert g.dtype == np.float32 and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-5 * np.abs(w).max(), err_msg=name)
+
+
 @needs_compiler
 def test_bad_shapes_are_rejected_with_their_sizes(op_library):
     ops = native.load()
-    x = tf.zeros((2, 5, 8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="head dimension 8"):
-        ops.hacm_attention(x, x, x)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input 1 has shape \[2,4,16\]"):
-        ops.hacm_attention(tf.zeros((2, 5, 16)), tf.zeros((2, 4, 16)), tf.zeros((2, 5, 16)))
-    out, lse = ops.hacm_attention(*(tf.zeros((3, 0, 16)),) * 3)
-    assert out.shape == (3, 0, 16) and lse.shape == (3, 0)
+        ops.hacm_attention(tf.zeros((2, 5, 3, 1, 8)), scale=1.0)
+    layout = r"\[batch, tokens, 3, heads, head_dim\], got \[2,5,2,1,16\]"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=layout):
+        ops.hacm_attention(tf.zeros((2, 5, 2, 1, 16)), scale=1.0)
+    qkv = tf.zeros((2, 5, 3, 2, 16))
+    out, lse = ops.hacm_attention(qkv, scale=1.0)
+    assert out.shape == (2, 5, 2, 16) and lse.shape == (2, 2, 5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"lse has shape \[2,5,2\], expected \[2,2,5\]"):
+        ops.hacm_attention_grad(qkv, out, tf.zeros((2, 5, 2)), out, scale=1.0)
+    out, lse = ops.hacm_attention(tf.zeros((3, 0, 3, 2, 16)), scale=1.0)
+    assert out.shape == (3, 0, 2, 16) and lse.shape == (3, 2, 0)
 
 
 @needs_compiler
@@ -93,8 +120,8 @@ def test_fused_attention_takes_the_native_op_unless_switched_off(op_library, mon
     assert "HacmAttention" in _graph_op_types(fused.attention, spec, spec, spec)
     odd = tf.TensorSpec([2, 2, 40, 8], tf.float32)   # head dimension the kernels are not built for
     assert "HacmAttention" not in _graph_op_types(fused.attention, odd, odd, odd)
-    half = tf.TensorSpec([2, 2, 40, 16], tf.bfloat16)   # bfloat16: oneDNN's bfloat16 products
-    assert "HacmAttention" not in _graph_op_types(fused.attention, half, half, half)
+    half = tf.TensorSpec([2, 40, 3, 2, 16], tf.bfloat16)   # bfloat16: oneDNN's bfloat16 products
+    assert "HacmAttention" not in _graph_op_types(lambda t: fused.packed_attention(t, 0.25), half)
     monkeypatch.setenv(native.SWITCH_ENV, "0")
     assert not native.available(16)
     assert "HacmAttention" not in _graph_op_types(fused.attention, spec, spec, spec)

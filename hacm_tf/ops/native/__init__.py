@@ -1,6 +1,7 @@
 """Native attention kernel for training: softmax(q k^T) v whose N x N scores never reach memory.
 
-A TensorFlow custom op (``attention_op.cc`` on the kernels of ``attention_kernels.h``) built on
+A TensorFlow custom op (``attention_op.cc`` on the kernels of ``attention_kernels.h``) that reads
+the packed qkv projection [B, N, 3, H, D] and writes [B, N, H, D] (no transposes), built on
 first use with the machine's C++ compiler for its own CPU (``-march=native``), cached under
 ``$HACM_TF_CACHE`` (default ``~/.cache/hacm_tf``) by a key of the sources, TensorFlow version,
 compiler and CPU features, so a build is reused only where it was made. Each head's queries are
@@ -142,19 +143,29 @@ def available(head_dim: int | None = None) -> bool:
     return (head_dim is None or head_dim in HEAD_DIMS) and load() is not None
 
 
-@tf.custom_gradient
-def _attention_float32(q, k, v):
-    ops = load()
-    out, lse = ops.hacm_attention(q, k, v)
-    return out, lambda d_out: ops.hacm_attention_grad(q, k, v, out, lse, d_out)
+def attention_packed(qkv: tf.Tensor, scale: float) -> tf.Tensor:
+    """Multi-head softmax(scale q k^T) v from the packed projection: qkv [B, N, 3, H, D] -> [B, N, H, D].
+
+    The layout one qkv matmul produces and the output projection takes, so no transposes around it.
+    Differentiable (the gradient op recomputes the weights and returns d_qkv in the same layout);
+    computed in float32 and cast back to the input dtype. Requires ``available(D)``.
+    """
+    ops, scale, dtype = load(), float(scale), qkv.dtype
+
+    @tf.custom_gradient
+    def packed(qkv):
+        out, lse = ops.hacm_attention(qkv, scale=scale)
+        return out, lambda d_out: ops.hacm_attention_grad(qkv, out, lse, d_out, scale=scale)
+
+    return tf.cast(packed(tf.cast(qkv, tf.float32)), dtype)
 
 
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """softmax(q k^T) v over the last two axes: [..., N, D] x 3 -> [..., N, D] (q already scaled).
 
-    Differentiable (the gradient op recomputes the weights); computed in float32 and cast back to the
-    input dtype. Requires ``available(D)``.
+    Each leading index is one head (packed with stack; attention_packed avoids that copy).
     """
-    dtype = q.dtype
-    out = _attention_float32(*(tf.cast(x, tf.float32) for x in (q, k, v)))
-    return tf.cast(out, dtype)
+    shape = tf.shape(q)
+    tokens, dim = q.shape[-2], q.shape[-1]
+    qkv = tf.stack([tf.reshape(t, [-1, tokens, dim]) for t in (q, k, v)], axis=2)[:, :, :, None, :]
+    return tf.reshape(attention_packed(qkv, 1.0), shape)

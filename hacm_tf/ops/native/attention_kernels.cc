@@ -8,26 +8,45 @@ bool supported_head_dim(int64_t d) { return d == 16 || d == 32 || d == 48 || d =
 
 namespace {
 
+// Where head `index` (b * H + h) of the packed layout starts.
+struct HeadAt {
+  int64_t packed, plain;  // offsets of q in qkv [B, N, 3, H, D] and of the head in out [B, N, H, D]
+  int64_t packed_stride, plain_stride, part;  // row strides; k = q + part, v = q + 2 part
+  HeadAt(const Geometry& g, int64_t index) {
+    const int64_t b = index / g.heads, h = index % g.heads, width = g.heads * g.dim;
+    packed = b * g.tokens * 3 * width + h * g.dim;
+    plain = b * g.tokens * width + h * g.dim;
+    packed_stride = 3 * width;
+    plain_stride = width;
+    part = width;
+  }
+};
+
 template <int D>
-void forward_range(const float* q, const float* k, const float* v, int64_t begin, int64_t end, int64_t n,
-                   float* out, float* lse) {
+void forward_range(const Geometry& g, const float* qkv, int64_t begin, int64_t end, float* out, float* lse) {
   Scratch scratch;
-  scratch.resize(n, D);
+  scratch.resize(g.tokens, D);
   for (int64_t h = begin; h < end; ++h) {
-    const int64_t at = h * n * D;
-    forward_head<D>(q + at, k + at, v + at, n, out + at, lse + h * n, scratch);
+    const HeadAt at(g, h);
+    const float* q = qkv + at.packed;
+    forward_head<D>({q, at.packed_stride}, {q + at.part, at.packed_stride}, {q + 2 * at.part, at.packed_stride},
+                    g.tokens, g.scale, {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch);
   }
 }
 
 template <int D>
-void backward_range(const float* q, const float* k, const float* v, const float* out, const float* lse,
-                    const float* d_out, int64_t begin, int64_t end, int64_t n, float* dq, float* dk, float* dv) {
+void backward_range(const Geometry& g, const float* qkv, const float* out, const float* lse, const float* d_out,
+                    int64_t begin, int64_t end, float* d_qkv) {
   Scratch scratch;
-  scratch.resize(n, D);
+  scratch.resize(g.tokens, D);
   for (int64_t h = begin; h < end; ++h) {
-    const int64_t at = h * n * D;
-    backward_head<D>(q + at, k + at, v + at, out + at, lse + h * n, d_out + at, n, dq + at, dk + at, dv + at,
-                     scratch);
+    const HeadAt at(g, h);
+    const float* q = qkv + at.packed;
+    float* dq = d_qkv + at.packed;
+    const int64_t ps = at.packed_stride;
+    backward_head<D>({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, {out + at.plain, at.plain_stride},
+                     {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
+                     {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch);
   }
 }
 
@@ -41,15 +60,13 @@ void backward_range(const float* q, const float* k, const float* v, const float*
     case 64: fn<64>(__VA_ARGS__); break;    \
   }
 
-void forward_heads(const float* q, const float* k, const float* v, int64_t begin, int64_t end, int64_t n,
-                   int64_t d, float* out, float* lse) {
-  HACM_DISPATCH(d, forward_range, q, k, v, begin, end, n, out, lse)
+void forward_heads(const Geometry& g, const float* qkv, int64_t begin, int64_t end, float* out, float* lse) {
+  HACM_DISPATCH(g.dim, forward_range, g, qkv, begin, end, out, lse)
 }
 
-void backward_heads(const float* q, const float* k, const float* v, const float* out, const float* lse,
-                    const float* d_out, int64_t begin, int64_t end, int64_t n, int64_t d, float* dq,
-                    float* dk, float* dv) {
-  HACM_DISPATCH(d, backward_range, q, k, v, out, lse, d_out, begin, end, n, dq, dk, dv)
+void backward_heads(const Geometry& g, const float* qkv, const float* out, const float* lse,
+                    const float* d_out, int64_t begin, int64_t end, float* d_qkv) {
+  HACM_DISPATCH(g.dim, backward_range, g, qkv, out, lse, d_out, begin, end, d_qkv)
 }
 
 }  // namespace hacm_attention

@@ -159,28 +159,43 @@ inline void add_transposed_times(const float* w, int64_t ld, const float* a, int
   }
 }
 
-// bt[D][ld] = b[n][D]^T, zero beyond column n.
+// A head's rows inside a larger array: row j of the head is at base + j * stride (D floats).
+struct Rows {
+  const float* base;
+  int64_t stride;
+  const float* row(int64_t j) const { return base + j * stride; }
+};
+struct MutableRows {
+  float* base;
+  int64_t stride;
+  float* row(int64_t j) const { return base + j * stride; }
+};
+
+// dense[n][D] = the head's rows, and bt[D][ld] = their transpose, zero beyond column n.
 template <int D>
-inline void transpose_padded(const float* b, int64_t n, int64_t ld, float* bt) {
+inline void gather(Rows b, int64_t n, int64_t ld, float* dense, float* bt) {
+  for (int64_t j = 0; j < n; ++j) std::memcpy(dense + j * D, b.row(j), sizeof(float) * D);
   for (int d = 0; d < D; ++d) {
     float* row = bt + d * ld;
-    for (int64_t j = 0; j < n; ++j) row[j] = b[j * D + d];
+    for (int64_t j = 0; j < n; ++j) row[j] = dense[j * D + d];
     std::fill(row + n, row + ld, 0.f);
   }
 }
 
-// a block of up to kRows rows of x[n][D] starting at row r0, zero-padded to kRows rows.
+// a block of up to kRows rows starting at row r0, times scale, zero-padded to kRows rows.
 template <int D>
-inline void copy_rows(const float* x, int64_t r0, int64_t rows, float* block) {
-  std::memcpy(block, x + r0 * D, sizeof(float) * rows * D);
+inline void copy_rows(Rows x, int64_t r0, int64_t rows, float scale, float* block) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int d = 0; d < D; ++d) block[i * D + d] = x.row(r0 + i)[d] * scale;
   std::fill(block + rows * D, block + kRows * D, 0.f);
 }
 
 // Per-thread buffers for one head of n tokens.
 struct Scratch {
-  std::vector<float> kt, vt, scores, grads, qb, gb, ob;
+  std::vector<float> kc, vc, kt, vt, dk, dv, scores, grads, qb, gb, ob;
   void resize(int64_t n, int d) {
     const int64_t ld = round_up(n, 2 * kLanes);
+    for (auto* dense : {&kc, &vc, &dk, &dv}) dense->resize(n * d);
     kt.resize(d * ld);
     vt.resize(d * ld);
     scores.resize(kRows * ld);
@@ -191,15 +206,16 @@ struct Scratch {
   }
 };
 
-// One head: o[n][D] = softmax(q k^T) v, lse[n] = log-sum-exp of each row of q k^T.
+// One head: o[n][D] = softmax(scale q k^T) v, lse[n] = log-sum-exp of each row of scale q k^T.
 template <int D>
-void forward_head(const float* q, const float* k, const float* v, int64_t n, float* o, float* lse, Scratch& s) {
+void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o, float* lse, Scratch& s) {
   const int64_t ld = round_up(n, 2 * kLanes);
   const int64_t vec_n = n / kLanes * kLanes;
-  transpose_padded<D>(k, n, ld, s.kt.data());
+  gather<D>(k, n, ld, s.kc.data(), s.kt.data());
+  gather<D>(v, n, ld, s.vc.data(), s.vt.data());
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
-    copy_rows<D>(q, r0, rows, s.qb.data());
+    copy_rows<D>(q, r0, rows, scale, s.qb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());
     float inverse_sums[kRows];
     for (int i = 0; i < kRows; ++i) {
@@ -224,25 +240,25 @@ void forward_head(const float* q, const float* k, const float* v, int64_t n, flo
       inverse_sums[i] = 1.f / total;
       if (i < rows) lse[r0 + i] = mx + std::log(total);
     }
-    rows_times<D>(s.scores.data(), ld, v, n, s.ob.data());  // unnormalised weights
+    rows_times<D>(s.scores.data(), ld, s.vc.data(), n, s.ob.data());  // unnormalised weights
     for (int64_t i = 0; i < rows; ++i)
-      for (int d = 0; d < D; ++d) o[(r0 + i) * D + d] = s.ob[i * D + d] * inverse_sums[i];
+      for (int d = 0; d < D; ++d) o.row(r0 + i)[d] = s.ob[i * D + d] * inverse_sums[i];
   }
 }
 
-// One head's gradients (dq, dk, dv) of o = softmax(q k^T) v given do, o and lse.
+// One head's gradients (dq, dk, dv) of o = softmax(scale q k^T) v given d_o, o and lse.
 template <int D>
-void backward_head(const float* q, const float* k, const float* v, const float* o, const float* lse,
-                   const float* d_o, int64_t n, float* dq, float* dk, float* dv, Scratch& s) {
+void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, int64_t n, float scale,
+                   MutableRows dq, MutableRows dk, MutableRows dv, Scratch& s) {
   const int64_t ld = round_up(n, 2 * kLanes);
-  transpose_padded<D>(k, n, ld, s.kt.data());
-  transpose_padded<D>(v, n, ld, s.vt.data());
-  std::fill(dk, dk + n * D, 0.f);
-  std::fill(dv, dv + n * D, 0.f);
+  gather<D>(k, n, ld, s.kc.data(), s.kt.data());
+  gather<D>(v, n, ld, s.vc.data(), s.vt.data());
+  std::fill(s.dk.begin(), s.dk.end(), 0.f);
+  std::fill(s.dv.begin(), s.dv.end(), 0.f);
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
-    copy_rows<D>(q, r0, rows, s.qb.data());
-    copy_rows<D>(d_o, r0, rows, s.gb.data());
+    copy_rows<D>(q, r0, rows, scale, s.qb.data());   // the scaled queries the scores were made of
+    copy_rows<D>(d_o, r0, rows, 1.f, s.gb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());  // scores
     rows_times_transposed<D>(s.gb.data(), s.vt.data(), ld, ld, s.grads.data());   // d weights
     for (int i = 0; i < kRows; ++i) {
@@ -253,8 +269,8 @@ void backward_head(const float* q, const float* k, const float* v, const float* 
         std::fill(g, g + ld, 0.f);
         continue;
       }
-      float row_term = 0.f;  // rowsum(do * o)
-      for (int d = 0; d < D; ++d) row_term += d_o[(r0 + i) * D + d] * o[(r0 + i) * D + d];
+      float row_term = 0.f;  // rowsum(d_o * o)
+      for (int d = 0; d < D; ++d) row_term += d_o.row(r0 + i)[d] * o.row(r0 + i)[d];
       const vfloat shift = splat(lse[r0 + i]), rt = splat(row_term);
       for (int64_t j = 0; j < ld; j += kLanes) {
         const vfloat w = vexp(load(p + j) - shift);
@@ -264,10 +280,15 @@ void backward_head(const float* q, const float* k, const float* v, const float* 
       std::fill(p + n, p + ld, 0.f);
       std::fill(g + n, g + ld, 0.f);
     }
-    add_transposed_times<D>(s.scores.data(), ld, s.gb.data(), n, dv);
-    add_transposed_times<D>(s.grads.data(), ld, s.qb.data(), n, dk);
-    rows_times<D>(s.grads.data(), ld, k, n, s.ob.data());
-    std::memcpy(dq + r0 * D, s.ob.data(), sizeof(float) * rows * D);
+    add_transposed_times<D>(s.scores.data(), ld, s.gb.data(), n, s.dv.data());
+    add_transposed_times<D>(s.grads.data(), ld, s.qb.data(), n, s.dk.data());
+    rows_times<D>(s.grads.data(), ld, s.kc.data(), n, s.ob.data());
+    for (int64_t i = 0; i < rows; ++i)   // d(scale q) -> dq
+      for (int d = 0; d < D; ++d) dq.row(r0 + i)[d] = s.ob[i * D + d] * scale;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    std::memcpy(dk.row(j), s.dk.data() + j * D, sizeof(float) * D);
+    std::memcpy(dv.row(j), s.dv.data() + j * D, sizeof(float) * D);
   }
 }
 
