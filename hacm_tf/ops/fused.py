@@ -74,7 +74,10 @@ def _layer_norm_backward(x, gamma, inv_std, dy):
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     """LayerNorm over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta. x [..., D];
-    gamma, beta [D]. The backward pass keeps x and the [..., 1] inverse deviations."""
+    gamma, beta [D]. The backward pass keeps x and the [..., 1] inverse deviations. float32 runs on
+    the native op where it is built (hacm_tf.ops.native), the rest as XLA-fused kernels."""
+    if x.dtype == tf.float32 and native.available():
+        return native.layer_norm(x, gamma, beta, epsilon)
     epsilon = tf.constant(epsilon, tf.float32)
 
     @tf.custom_gradient

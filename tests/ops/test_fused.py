@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from hacm_tf.models.classifier import ActionClassifier
 from hacm_tf.config import ModelConfig
-from hacm_tf.ops import fused
+from hacm_tf.ops import fused, native
 
 RNG = np.random.RandomState(0)
 
@@ -39,7 +39,10 @@ def test_gelu_and_gradient_match_float64_autodiff():
                             [x], RNG.normal(size=x.shape))
 
 
-def test_layer_norm_and_gradients_match_float64_autodiff():
+@pytest.mark.parametrize("native_op", [True, False], ids=["native-if-built", "xla"])
+def test_layer_norm_and_gradients_match_float64_autodiff(native_op, monkeypatch):
+    if not native_op:
+        monkeypatch.setenv(native.SWITCH_ENV, "0")
     x = RNG.normal(size=(3, 5, 24)) * 3 + 1
     gamma, beta = RNG.normal(size=24), RNG.normal(size=24)
 

@@ -145,6 +145,43 @@ def test_block_with_native_attention_equals_plain_ops(op_library):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-4, atol=2e-4 * np.abs(want).max())
 
 
+def _plain_layer_norm(x, gamma, beta):
+    mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) / tf.sqrt(var + 1e-5) * gamma + beta
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(3, 700, 256), (5, 37), (1, 16), (2, 0, 24)])
+def test_layer_norm_matches_float64_autodiff(op_library, shape):
+    arrays = [RNG.normal(size=shape) * 3 + 1, RNG.normal(size=shape[-1:]), RNG.normal(size=shape[-1:])]
+    d_out = RNG.normal(size=shape)
+    got = _value_and_grads(lambda x, g, b: native.layer_norm(x, g, b, 1e-5), [a.astype(np.float32) for a in arrays],
+                           d_out)
+    want = _value_and_grads(_plain_layer_norm, arrays, d_out)
+    for name, g, w in zip(("y", "dx", "d_gamma", "d_beta"), got, want):
+        assert g.dtype == np.float32 and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * max(np.abs(w).max(initial=0), 1), err_msg=name)
+
+
+@needs_compiler
+def test_layer_norm_rejects_mismatched_parameters_and_fused_takes_it(op_library, monkeypatch):
+    ops = native.load()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input 1 has shape \[8\], expected \[6\]"):
+        ops.hacm_layer_norm(tf.zeros((4, 6)), tf.zeros(8), tf.zeros(6), epsilon=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"dy has shape \[4,5\], x has \[4,6\]"):
+        ops.hacm_layer_norm_grad(tf.zeros((4, 6)), tf.zeros(6), tf.zeros(4), tf.zeros(4), tf.zeros((4, 5)))
+    spec, vector = tf.TensorSpec([2, 9, 24], tf.float32), tf.TensorSpec([24], tf.float32)
+
+    def norm(x, g, b):
+        return fused.layer_norm(x, g, b, 1e-5)
+
+    assert "HacmLayerNorm" in _graph_op_types(norm, spec, vector, vector)
+    half = tf.TensorSpec([2, 9, 24], tf.bfloat16)
+    assert "HacmLayerNorm" not in _graph_op_types(norm, half, vector, vector)
+    monkeypatch.setenv(native.SWITCH_ENV, "0")
+    assert "HacmLayerNorm" not in _graph_op_types(norm, spec, vector, vector)
+
+
 def test_failed_build_falls_back_with_the_reason_logged(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv("CXX", "false")                 # a "compiler" that always fails

@@ -1,4 +1,4 @@
-"""Native attention kernel for training: softmax(q k^T) v whose N x N scores never reach memory.
+"""Native training kernels: attention whose N x N scores never reach memory, and LayerNorm.
 
 A TensorFlow custom op (``attention_op.cc`` on the kernels of ``attention_kernels.h``) that reads
 the packed qkv projection [B, N, 3, H, D] and writes [B, N, H, D] (no transposes), built on
@@ -7,7 +7,8 @@ first use with the machine's C++ compiler for its own CPU (``-march=native``), c
 compiler and CPU features, so a build is reused only where it was made. Each head's queries are
 taken eight rows at a time: scores, softmax and the product with v happen in cache; the backward
 pass recomputes the weights from q, k and the saved log-sum-exp. Heads run in parallel on
-TensorFlow's intra-op threads.
+TensorFlow's intra-op threads. The LayerNorm op (``layer_norm_op.cc``) makes one pass per row
+statistic while the row sits in cache, in both passes.
 
 Optional by design: without a compiler, with ``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other
 than 16/32/48/64, or if the build fails (the reason is logged once), ``available()`` is False and the
@@ -33,7 +34,9 @@ from pathlib import Path
 import tensorflow as tf
 
 SOURCE_DIR = Path(__file__).resolve().parent
-SOURCES = ("attention.h", "attention_kernels.h", "attention_kernels.cc", "attention_op.cc")
+KERNEL_SOURCES = ("attention_kernels.cc", "layer_norm_kernels.cc")   # built for the host CPU
+OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc")                  # TensorFlow registrations
+SOURCES = ("attention.h", "attention_kernels.h", "layer_norm.h") + KERNEL_SOURCES + OP_SOURCES
 SWITCH_ENV = "HACM_TF_NATIVE_KERNELS"
 CACHE_ENV = "HACM_TF_CACHE"
 HEAD_DIMS = (16, 32, 48, 64)
@@ -115,11 +118,14 @@ def build(force: bool = False) -> Path:
             return target
         _log.info("building the native attention kernels for this CPU (once): %s", target)
         with tempfile.TemporaryDirectory(dir=target.parent) as work:
-            kernels, op, library = (os.path.join(work, name) for name in ("kernels.o", "op.o", LIBRARY_NAME))
-            _run([cxx, *KERNEL_FLAGS, "-c", str(SOURCE_DIR / "attention_kernels.cc"), "-o", kernels])
-            _run([cxx, *OP_FLAGS, *tf.sysconfig.get_compile_flags(), "-c", str(SOURCE_DIR / "attention_op.cc"),
-                  "-o", op])
-            _run([cxx, "-shared", kernels, op, "-o", library, *tf.sysconfig.get_link_flags()])
+            objects = []
+            for sources, flags in ((KERNEL_SOURCES, KERNEL_FLAGS), (OP_SOURCES, OP_FLAGS + tuple(
+                    tf.sysconfig.get_compile_flags()))):
+                for name in sources:
+                    objects.append(os.path.join(work, name + ".o"))
+                    _run([cxx, *flags, "-c", str(SOURCE_DIR / name), "-o", objects[-1]])
+            library = os.path.join(work, LIBRARY_NAME)
+            _run([cxx, "-shared", *objects, "-o", library, *tf.sysconfig.get_link_flags()])
             os.replace(library, target)
     return target
 
@@ -158,6 +164,22 @@ def attention_packed(qkv: tf.Tensor, scale: float) -> tf.Tensor:
         return out, lambda d_out: ops.hacm_attention_grad(qkv, out, lse, d_out, scale=scale)
 
     return tf.cast(packed(tf.cast(qkv, tf.float32)), dtype)
+
+
+def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+    """LayerNorm over the last axis: x [..., D], gamma and beta [D] -> [..., D]; float32.
+
+    One pass per row statistic while the row is in cache; the gradient keeps x and the rows' mean
+    and 1 / std. Requires ``available()``.
+    """
+    ops, epsilon = load(), float(epsilon)
+
+    @tf.custom_gradient
+    def normalise(x, gamma, beta):
+        y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon)
+        return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy)
+
+    return normalise(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
 
 
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:

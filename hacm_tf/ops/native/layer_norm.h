@@ -1,0 +1,17 @@
+// Entry points of the LayerNorm kernels (layer_norm_kernels.cc, compiled for the host's instruction set).
+// x, y, dy, dx: [rows, d] row-major; gamma, beta, d_gamma, d_beta: [d]; mean, rstd: [rows].
+#pragma once
+
+#include <cstdint>
+
+namespace hacm_layer_norm {
+
+// Rows [begin, end): y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + epsilon).
+void forward_rows(const float* x, const float* gamma, const float* beta, int64_t d, float epsilon,
+                  int64_t begin, int64_t end, float* y, float* mean, float* rstd);
+
+// Rows [begin, end): dx, and this range's sums of dy * x_hat and dy (added to d_gamma, d_beta).
+void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
+                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta);
+
+}  // namespace hacm_layer_norm

@@ -1,0 +1,167 @@
+// TensorFlow ops HacmLayerNorm (LayerNorm over the last axis, with the rows' mean and 1 / std) and
+// HacmLayerNormGrad, on layer_norm_kernels.cc; rows run in parallel on the intra-op thread pool.
+#include <algorithm>
+#include <vector>
+
+#include "layer_norm.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/platform/threadpool.h"
+
+namespace {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Status;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+Status RowShape(InferenceContext* c, ShapeHandle* rows) {
+  ShapeHandle x;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+  return c->Subshape(x, 0, -1, rows);
+}
+
+}  // namespace
+
+REGISTER_OP("HacmLayerNorm")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Attr("epsilon: float")
+    .Output("y: float")
+    .Output("mean: float")
+    .Output("rstd: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle rows;
+      TF_RETURN_IF_ERROR(RowShape(c, &rows));
+      c->set_output(0, c->input(0));
+      c->set_output(1, rows);
+      c->set_output(2, rows);
+      return Status();
+    })
+    .Doc("LayerNorm over the last axis of x [..., D] with gamma, beta [D]; the rows' mean and "
+         "1 / sqrt(var + epsilon) [...] for the gradient.");
+
+REGISTER_OP("HacmLayerNormGrad")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("mean: float")
+    .Input("rstd: float")
+    .Input("dy: float")
+    .Output("dx: float")
+    .Output("d_gamma: float")
+    .Output("d_beta: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(1));
+      return Status();
+    })
+    .Doc("Gradients of HacmLayerNorm's y given dy: dx [..., D], d_gamma and d_beta [D].");
+
+namespace {
+
+// Checks x [..., D] against gamma (and beta) [D] and the row statistics; returns (rows, D).
+Status Geometry(OpKernelContext* ctx, bool grad, int64_t* rows, int64_t* d) {
+  const Tensor& x = ctx->input(0);
+  if (x.dims() < 1) return InvalidArgument("HacmLayerNorm: x must have at least one axis");
+  *d = x.dim_size(x.dims() - 1);
+  *rows = *d ? x.NumElements() / *d : 0;
+  const TensorShape vector({*d});
+  for (int i : grad ? std::vector<int>{1} : std::vector<int>{1, 2})
+    if (ctx->input(i).shape() != vector)
+      return InvalidArgument("HacmLayerNorm: input ", i, " has shape ", ctx->input(i).shape().DebugString(),
+                             ", expected [", *d, "]");
+  if (grad) {
+    for (int i : {2, 3})
+      if (ctx->input(i).NumElements() != *rows)
+        return InvalidArgument("HacmLayerNormGrad: input ", i, " has shape ", ctx->input(i).shape().DebugString(),
+                               " for ", *rows, " rows");
+    if (ctx->input(4).shape() != x.shape())
+      return InvalidArgument("HacmLayerNormGrad: dy has shape ", ctx->input(4).shape().DebugString(),
+                             ", x has ", x.shape().DebugString());
+  }
+  return Status();
+}
+
+TensorShape RowsOf(const TensorShape& x) {
+  TensorShape rows = x;
+  rows.RemoveLastDims(1);
+  return rows;
+}
+
+class LayerNormOp : public OpKernel {
+ public:
+  explicit LayerNormOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    int64_t rows, d;
+    OP_REQUIRES_OK(ctx, Geometry(ctx, false, &rows, &d));
+    Tensor *y, *mean, *rstd;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, RowsOf(ctx->input(0).shape()), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, RowsOf(ctx->input(0).shape()), &rstd));
+    if (rows == 0 || d == 0) return;
+    const float *x = ctx->input(0).flat<float>().data(), *gamma = ctx->input(1).flat<float>().data(),
+                *beta = ctx->input(2).flat<float>().data();
+    float *yp = y->flat<float>().data(), *mp = mean->flat<float>().data(), *sp = rstd->flat<float>().data();
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+        rows, 8 * d, [&](int64_t begin, int64_t end) {
+          hacm_layer_norm::forward_rows(x, gamma, beta, d, epsilon_, begin, end, yp, mp, sp);
+        });
+  }
+
+ private:
+  float epsilon_;
+};
+
+class LayerNormGradOp : public OpKernel {
+ public:
+  explicit LayerNormGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    int64_t rows, d;
+    OP_REQUIRES_OK(ctx, Geometry(ctx, true, &rows, &d));
+    Tensor *dx, *d_gamma, *d_beta;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d}), &d_gamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({d}), &d_beta));
+    float *gamma_sum = d_gamma->flat<float>().data(), *beta_sum = d_beta->flat<float>().data();
+    std::fill(gamma_sum, gamma_sum + d, 0.f);
+    std::fill(beta_sum, beta_sum + d, 0.f);
+    if (rows == 0 || d == 0) return;
+    const float* in[5];
+    for (int i = 0; i < 5; ++i) in[i] = ctx->input(i).flat<float>().data();
+    float* dxp = dx->flat<float>().data();
+    // fixed row blocks, each with its own partial parameter sums, added up in block order (the
+    // result does not depend on how the pool splits the work)
+    const int64_t blocks = std::min<int64_t>(64, (rows + 255) / 256), per_block = (rows + blocks - 1) / blocks;
+    std::vector<float> partial(2 * blocks * d, 0.f);
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+        blocks, 12 * d * per_block, [&](int64_t first, int64_t last) {
+          for (int64_t b = first; b < last; ++b)
+            hacm_layer_norm::backward_rows(in[0], in[1], in[2], in[3], in[4], d, b * per_block,
+                                           std::min(rows, (b + 1) * per_block), dxp, &partial[2 * b * d],
+                                           &partial[(2 * b + 1) * d]);
+        });
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t j = 0; j < d; ++j) {
+        gamma_sum[j] += partial[2 * b * d + j];
+        beta_sum[j] += partial[(2 * b + 1) * d + j];
+      }
+  }
+};
+
+}  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("HacmLayerNorm").Device(DEVICE_CPU), LayerNormOp);
+REGISTER_KERNEL_BUILDER(Name("HacmLayerNormGrad").Device(DEVICE_CPU), LayerNormGradOp);
