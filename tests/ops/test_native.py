@@ -122,6 +122,8 @@ def test_fused_attention_takes_the_native_op_unless_switched_off(op_library, mon
     assert "HacmAttention" not in _graph_op_types(fused.attention, odd, odd, odd)
     half = tf.TensorSpec([2, 40, 3, 2, 16], tf.bfloat16)   # bfloat16: oneDNN's bfloat16 products
     assert "HacmAttention" not in _graph_op_types(lambda t: fused.packed_attention(t, 0.25), half)
+    xla = tf.function(lambda q, k, v: fused.attention(q, k, v), jit_compile=True)   # custom ops cannot compile
+    assert "HacmAttention" not in {op.type for op in xla.get_concrete_function(spec, spec, spec).graph.get_operations()}
     monkeypatch.setenv(native.SWITCH_ENV, "0")
     assert not native.available(16)
     assert "HacmAttention" not in _graph_op_types(fused.attention, spec, spec, spec)

@@ -10,10 +10,11 @@ pass recomputes the weights from q, k and the saved log-sum-exp. Heads run in pa
 TensorFlow's intra-op threads. The LayerNorm op (``layer_norm_op.cc``) makes one pass per row
 statistic while the row sits in cache, in both passes.
 
-Optional by design: without a compiler, with ``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other
-than 16/32/48/64, or if the build fails (the reason is logged once), ``available()`` is False and the
-callers (hacm_tf.ops.fused) use the XLA path, which gives the same results to float32 rounding.
-Training graphs only: inference and exported SavedModels never contain the op.
+Optional by design: under XLA compilation (``--jit_compile``), without a compiler, with
+``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other than 16/32/48/64, for bfloat16 inputs, or if
+the build fails (the reason is logged once), the callers (hacm_tf.ops.fused) use the XLA-fused path,
+which gives the same results to float32 rounding. Training graphs only: inference and exported
+SavedModels never contain the ops.
 
     python -m hacm_tf.ops.native      # build now (about 15 s) and print the library's path
 """
@@ -32,6 +33,7 @@ import threading
 from pathlib import Path
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 SOURCE_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCES = ("attention_kernels.cc", "layer_norm_kernels.cc")   # built for the host CPU
@@ -144,9 +146,15 @@ def load():
         return _state["module"]
 
 
+def in_xla_context() -> bool:
+    """True while tracing a function XLA compiles (``jit_compile=True``), where custom ops cannot run."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def available(head_dim: int | None = None) -> bool:
-    """True when the op is loaded (and supports ``head_dim``, if given)."""
-    return (head_dim is None or head_dim in HEAD_DIMS) and load() is not None
+    """True when the ops are loaded, usable here (not under XLA compilation) and, if given, built for
+    ``head_dim``."""
+    return (head_dim is None or head_dim in HEAD_DIMS) and not in_xla_context() and load() is not None
 
 
 def attention_packed(qkv: tf.Tensor, scale: float) -> tf.Tensor:
