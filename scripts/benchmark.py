@@ -20,13 +20,16 @@ kernel time of a step goes (matmul, element-wise, layout, softmax, ...; no XLA, 
 writes a PNG.
 ``kernels``: each kernel of a transformer training step alone at the step's shapes (HA-CM decoder, 432
 tokens, width 256, batch of two-person clips): the MLP matmul forward and its gradients, the attention
-products, softmax, GELU, LayerNorm; GFLOP/s against the matmul peak, GB/s for the memory-bound ones.
+products, the whole attention training pass (XLA-fused path; native op where built), softmax, GELU,
+LayerNorm; GFLOP/s against the matmul peak, GB/s for the memory-bound ones.
+--nonative_kernels: measure without the native ops (hacm_tf.ops.native) even where they are built.
 ``reference``: one transformer block's training step at the decoder's shapes, hacm_tf's block against
 the official code's PyTorch block (scripts/torch_block.py, run by --torch_python, which needs
 PyTorch), with each framework's own matmul peak, measured side by side on this machine.
 """
 
 import json
+import os
 import sys
 
 from absl import flags
@@ -55,6 +58,9 @@ flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "pretrain / finetune: the transformer blocks' compute precision (ComputeConfig.precision).")
 flags.DEFINE_bool("fused_kernels", True, "pretrain / finetune: XLA-fused GELU, LayerNorm and softmax gradient "
                   "in training (ComputeConfig.fused_kernels).")
+flags.DEFINE_bool("native_kernels", True, "pretrain / finetune / profile / kernels: the native attention and "
+                  "LayerNorm ops where built (hacm_tf.ops.native; sets HACM_TF_NATIVE_KERNELS for the "
+                  "measuring processes).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")
 flags.DEFINE_string("torch_python", sys.executable, "reference: a python that has PyTorch (e.g. a venv's).")
@@ -64,7 +70,10 @@ def main(argv):
     del argv
     from hacm_tf.bench import suites
     from hacm_tf.config import ComputeConfig
+    from hacm_tf.ops import native
 
+    if not FLAGS.native_kernels:
+        os.environ[native.SWITCH_ENV] = "0"
     if FLAGS.suite == "data":
         result = suites.data_suite(FLAGS.data_dir, FLAGS.batch_size or 128, FLAGS.window, FLAGS.steps or 20,
                                    FLAGS.repeats)

@@ -66,6 +66,13 @@ def pretrain_step(config, batch_size: int, compute=None, seed: int = 0):
     return model, tf.function(model.train_step), tf.constant(random_clips(config, batch_size, seed))
 
 
+def _native_kernels(compute) -> bool:
+    """Whether the fused kernels of a step with these settings include the native ops."""
+    from hacm_tf.ops import native
+
+    return bool(compute.fused_kernels and not compute.jit_compile and native.available())
+
+
 def pretrain_profile(config, batch_size: int = 8, steps: int = 2, seed: int = 0, compute=None) -> dict:
     """FLOPs per clip of a pretraining step counted by TF's profiler (beside the analytic count) and the
     kernel-time profile of ``steps`` steps without XLA (see profile_op_times; XLA-fused kernels of
@@ -110,7 +117,7 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
             "decoder_depth": config.decoder_depth, "xla": compute.jit_compile, "remat": compute.remat,
             "precision": compute.precision, "micro_batches": compute.micro_batches,
-            "fused_kernels": compute.fused_kernels, "steps": steps,
+            "fused_kernels": compute.fused_kernels, "native_kernels": _native_kernels(compute), "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             "warmup_seconds": round(t_compile, 1),
@@ -244,7 +251,8 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     flops = 3 * classifier_flops_per_sample(config, num_classes)
     return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": compute.remat,
             "precision": compute.precision, "fused_kernels": compute.fused_kernels,
-            "tokens": config.num_patches * len(clf.encoder.joints), "ms_per_step": round(1000 * med, 1),
+            "native_kernels": _native_kernels(compute), "tokens": config.num_patches * len(clf.encoder.joints),
+            "ms_per_step": round(1000 * med, 1),
             "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
             "achieved_gflops": round(flops * batch_size / med / 1e9, 1), "warmup_seconds": round(first, 1),
             "peak_rss_gib": peak_rss_gib()}
