@@ -156,10 +156,11 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
 
     ``sequences`` token sequences of ``tokens`` x ``dim`` (a batch of 32 two-person clips = 64):
     the MLP's forward matmul and its two gradient matmuls (transposed operands), the attention
-    products, the whole attention training pass (forward and backward; XLA-fused path and, where
-    built, the native op: hacm_tf.ops.native), and the memory-bound element-wise kernels (softmax
-    over the attention scores, GELU, LayerNorm), on ``dtype`` operands. Returns rows with ms
-    (median), GFLOP/s for matmuls and GB/s (bytes read + written) for element-wise kernels.
+    products, the whole attention training pass in float32 from the packed qkv projection to its
+    gradient (XLA-fused path and, where built, the native op: hacm_tf.ops.native), and the
+    memory-bound element-wise kernels (softmax over the attention scores, GELU, LayerNorm), on
+    ``dtype`` operands. Returns rows with ms (median), GFLOP/s for matmuls and GB/s (bytes read +
+    written) for element-wise kernels.
     """
     import tensorflow as tf
 
@@ -183,17 +184,20 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
         mean, var = tf.nn.moments(t, axes=[-1], keepdims=True)
         return (t - mean) * tf.math.rsqrt(var + 1e-5)
 
-    def attention_pass(core):   # forward and the three input gradients, weights recomputed
+    qkv = tf.cast(g.normal([sequences, tokens, 3, heads, head_dim]), tf.float32)   # the layer's packed projection
+    d_out = tf.cast(g.normal([sequences, tokens, heads, head_dim]), tf.float32)
+
+    def attention_pass(core):   # forward and d_qkv, weights recomputed, float32 (as the layer runs it)
         def run():
             with tf.GradientTape() as tape:
-                tape.watch([q, k])
-                out = core(q, k, k)
-            return tape.gradient(out, [q, k], output_gradients=k)[0]
+                tape.watch(qkv)
+                out = core(qkv, head_dim ** -0.5)
+            return tape.gradient(out, qkv, output_gradients=d_out)
         return run
 
     mm = 2.0 * rows_n * dim * hidden
     att = 2.0 * sequences * heads * tokens * tokens * head_dim
-    attention_shape = "[%d, %d, %d, %d] x 3" % (sequences, heads, tokens, head_dim)
+    attention_shape = "qkv [%d, %d, 3, %d, %d]" % (sequences, tokens, heads, head_dim)
     kernels = [
         ("MLP matmul, forward", "[%d, %d] @ [%d, %d]" % (rows_n, dim, dim, hidden), lambda: tf.matmul(x, w), mm, 0),
         ("MLP matmul, input gradient", "[%d, %d] @ [%d, %d]^T" % (rows_n, hidden, dim, hidden),
@@ -206,7 +210,8 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
         ("attention probs @ v", "%d x [%d, %d] @ [%d, %d]" % (sequences * heads, tokens, tokens, tokens, head_dim),
          lambda: tf.matmul(scores, q), att, 0),
         # 6 products of the step's FLOP count (2 forward, 4 backward): the score recomputation is not counted
-        ("attention training pass, XLA-fused path", attention_shape, attention_pass(fused.attention_xla), 6 * att, 0),
+        ("attention training pass, XLA-fused path", attention_shape, attention_pass(fused.packed_attention_xla),
+         6 * att, 0),
         ("softmax of the scores", "[%d, %d, %d, %d]" % (sequences, heads, tokens, tokens),
          lambda: tf.nn.softmax(scores), 0, 8.0 * size * scores.shape.num_elements()),
         ("GELU (erf)", "[%d, %d]" % (rows_n, hidden), lambda: gelu_erf(h), 0,
@@ -214,8 +219,8 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
         ("LayerNorm", "[%d, %d]" % (rows_n, dim), lambda: layer_norm(x), 0, 8.0 * size * x.shape.num_elements()),
     ]
     if native.available(head_dim):
-        kernels.insert(6, ("attention training pass, native op", attention_shape, attention_pass(native.attention),
-                           6 * att, 0))
+        kernels.insert(6, ("attention training pass, native op", attention_shape,
+                           attention_pass(native.attention_packed), 6 * att, 0))
     rows = []
     for name, shape, fn, flops, nbytes in kernels:
         call = tf.function(lambda fn=fn: tf.reshape(fn(), [-1])[0])

@@ -162,6 +162,11 @@ def packed_attention(qkv: tf.Tensor, scale: float) -> tf.Tensor:
     """
     if qkv.dtype == tf.float32 and native.available(qkv.shape[-1]):
         return native.attention_packed(qkv, scale)
+    return packed_attention_xla(qkv, scale)
+
+
+def packed_attention_xla(qkv: tf.Tensor, scale: float) -> tf.Tensor:
+    """packed_attention without the native op: heads-major transposes around attention_xla."""
     q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
     return tf.transpose(attention_xla(q * scale, k, v), [0, 2, 1, 3])
 

@@ -203,3 +203,26 @@ def test_no_compiler_is_a_clear_build_error(tmp_path, monkeypatch):
     assert native.compiler() is None
     with pytest.raises(native.NativeBuildError, match="no C\\+\\+ compiler"):
         native.build()
+
+
+@needs_compiler
+def test_inference_graph_has_no_custom_op_and_training_graph_has(op_library):
+    from hacm_tf.config import ModelConfig
+    from hacm_tf.models.classifier import ActionClassifier
+
+    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=32, depth=1, heads=2, decoder_dim=32,
+                      decoder_depth=1, decoder_heads=2).validate()     # head dimension 16
+    clf = ActionClassifier(cfg.to_dict(), 5, head="finetune")
+    clf.build()
+    x = tf.TensorSpec([2, 12, 2, 25, 3], tf.float32)
+
+    def train(batch):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(clf(batch, training=True))
+        return tape.gradient(loss, clf.trainable_variables)
+
+    def custom(fn):
+        return {t for t in _graph_op_types(fn, x) if t.startswith("Hacm")}
+
+    assert custom(lambda b: clf(b, training=False)) == set()       # what export and serving trace
+    assert custom(train) == {"HacmAttention", "HacmAttentionGrad", "HacmLayerNorm", "HacmLayerNormGrad"}
