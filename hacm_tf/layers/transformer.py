@@ -192,8 +192,8 @@ class TransformerBlock(keras.layers.Layer):
         attn_seed, mlp_seed = (None, None) if seeds is None else tf.unstack(seeds)
         branch = tf.cast(self.attn(self.norm1(x, training=training), training=training), x.dtype)
         x = x + self.drop(branch, training=training, seed=attn_seed)
-        hidden = self.fc1(self.norm2(x, training=training))
-        hidden = fused_ops.gelu(hidden) if training and self.fused else gelu_erf(hidden)
+        normed = self.norm2(x, training=training)
+        hidden = fused_ops.dense_gelu(normed, self.fc1) if training and self.fused else gelu_erf(self.fc1(normed))
         branch = tf.cast(self.fc2(hidden), x.dtype)
         return x + self.drop(branch, training=training, seed=mlp_seed)
 

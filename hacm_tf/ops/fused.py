@@ -72,6 +72,19 @@ def _layer_norm_backward(x, gamma, inv_std, dy):
             tf.cast(tf.reduce_sum(dy32, rows), gamma.dtype))
 
 
+def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
+    """gelu(layer(x)) for a Keras Dense ``layer`` (with bias): [..., D] -> [..., units].
+
+    float32 with the native ops: the matmul, then bias and GELU in one op (hacm_tf.ops.native); else
+    the layer and the XLA-fused gelu.
+    """
+    if x.dtype == tf.float32 and layer.compute_dtype == "float32" and layer.use_bias and native.available():
+        shape = tf.shape(x)
+        h = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), layer.kernel)
+        return tf.reshape(native.bias_gelu(h, layer.bias), tf.concat([shape[:-1], [layer.units]], 0))
+    return gelu(layer(x))
+
+
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     """LayerNorm over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta. x [..., D];
     gamma, beta [D]. The backward pass keeps x and the [..., 1] inverse deviations. float32 runs on

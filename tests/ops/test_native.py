@@ -4,6 +4,7 @@ tested in test_fused.py); where one exists, the build must succeed."""
 
 import logging
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -184,6 +185,44 @@ def test_layer_norm_rejects_mismatched_parameters_and_fused_takes_it(op_library,
     assert "HacmLayerNorm" not in _graph_op_types(norm, spec, vector, vector)
 
 
+def _plain_bias_gelu(h, bias):
+    z = h + bias
+    return 0.5 * z * tf.math.erfc(-z / np.sqrt(2.0))     # erfc: accurate where Phi(z) is tiny
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(4, 9, 64), (7, 37), (3, 0, 16)])
+def test_bias_gelu_matches_float64_autodiff(op_library, shape):
+    h = np.concatenate([np.linspace(-12, 12, 4 * shape[-1]), RNG.normal(size=int(np.prod(shape))) * 3])
+    h = h[:int(np.prod(shape))].reshape(shape)     # both tails, the erfc branches' boundary and zero
+    arrays = [h, RNG.normal(size=shape[-1:]) * 0.1]
+    d_out = RNG.normal(size=shape)
+    got = _value_and_grads(native.bias_gelu, [a.astype(np.float32) for a in arrays], d_out)
+    want = _value_and_grads(_plain_bias_gelu, arrays, d_out)
+    for name, g, w in zip(("y", "dh", "d_bias"), got, want):
+        assert g.dtype == np.float32 and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=2e-6, atol=2e-6 * max(np.abs(w).max(initial=0), 1), err_msg=name)
+    tail = np.float32([-9.0, -6.0, -4.0])          # relative accuracy where Phi is tiny
+    np.testing.assert_allclose(native.bias_gelu(tail, tf.zeros(3)).numpy(),
+                               _plain_bias_gelu(tail.astype(np.float64), 0.0).numpy(), rtol=1e-5)
+
+
+@needs_compiler
+def test_dense_gelu_takes_the_native_op_and_checks_shapes(op_library, monkeypatch):
+    ops = native.load()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias has shape \[5\], expected \[6\]"):
+        ops.hacm_bias_gelu(tf.zeros((4, 6)), tf.zeros(5))
+    layer = keras.layers.Dense(24, name="fc1")
+    layer.build((None, 16))
+    spec = tf.TensorSpec([2, 9, 16], tf.float32)
+    assert "HacmBiasGelu" in _graph_op_types(lambda x: fused.dense_gelu(x, layer), spec)
+    x = tf.constant(RNG.normal(size=(2, 9, 16)).astype(np.float32))
+    np.testing.assert_allclose(fused.dense_gelu(x, layer).numpy(), _plain_bias_gelu(
+        tf.matmul(x, layer.kernel), layer.bias).numpy(), rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv(native.SWITCH_ENV, "0")
+    assert "HacmBiasGelu" not in _graph_op_types(lambda x: fused.dense_gelu(x, layer), spec)
+
+
 def test_failed_build_falls_back_with_the_reason_logged(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv("CXX", "false")                 # a "compiler" that always fails
@@ -225,4 +264,5 @@ def test_inference_graph_has_no_custom_op_and_training_graph_has(op_library):
         return {t for t in _graph_op_types(fn, x) if t.startswith("Hacm")}
 
     assert custom(lambda b: clf(b, training=False)) == set()       # what export and serving trace
-    assert custom(train) == {"HacmAttention", "HacmAttentionGrad", "HacmLayerNorm", "HacmLayerNormGrad"}
+    assert custom(train) == {"HacmAttention", "HacmAttentionGrad", "HacmLayerNorm", "HacmLayerNormGrad",
+                             "HacmBiasGelu", "HacmBiasGeluGrad"}

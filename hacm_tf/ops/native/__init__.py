@@ -1,4 +1,4 @@
-"""Native training kernels: attention whose N x N scores never reach memory, and LayerNorm.
+"""Native training kernels: attention whose N x N scores never reach memory, LayerNorm, bias + GELU.
 
 A TensorFlow custom op (``attention_op.cc`` on the kernels of ``attention_kernels.h``) that reads
 the packed qkv projection [B, N, 3, H, D] and writes [B, N, H, D] (no transposes), built on
@@ -8,7 +8,9 @@ compiler and CPU features, so a build is reused only where it was made. Each hea
 taken eight rows at a time: scores, softmax and the product with v happen in cache; the backward
 pass recomputes the weights from q, k and the saved log-sum-exp. Heads run in parallel on
 TensorFlow's intra-op threads. The LayerNorm op (``layer_norm_op.cc``) makes one pass per row
-statistic while the row sits in cache, in both passes.
+statistic while the row sits in cache, in both passes; the bias + GELU op (``gelu_op.cc``) adds the
+MLP's first bias and applies the exact GELU in one pass, and its gradient sums the bias gradient in
+the same pass.
 
 Optional by design: under XLA compilation (``--jit_compile``), without a compiler, with
 ``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other than 16/32/48/64, for bfloat16 inputs, or if
@@ -36,13 +38,13 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
 SOURCE_DIR = Path(__file__).resolve().parent
-KERNEL_SOURCES = ("attention_kernels.cc", "layer_norm_kernels.cc")   # built for the host CPU
-OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc")                  # TensorFlow registrations
-SOURCES = ("attention.h", "attention_kernels.h", "layer_norm.h") + KERNEL_SOURCES + OP_SOURCES
+KERNEL_SOURCES = ("attention_kernels.cc", "layer_norm_kernels.cc", "gelu_kernels.cc")   # for the host CPU
+OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc", "gelu_op.cc")                     # TensorFlow ops
+SOURCES = ("attention.h", "attention_kernels.h", "layer_norm.h", "gelu.h", "op_util.h") + KERNEL_SOURCES + OP_SOURCES
 SWITCH_ENV = "HACM_TF_NATIVE_KERNELS"
 CACHE_ENV = "HACM_TF_CACHE"
 HEAD_DIMS = (16, 32, 48, 64)
-LIBRARY_NAME = "hacm_attention_op.so"
+LIBRARY_NAME = "hacm_native_ops.so"
 # kernels for the host CPU; the op's TensorFlow headers with the compiler's defaults (Eigen's headers
 # do not compile with every instruction set -march=native may enable)
 KERNEL_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-std=c++17", "-fPIC", "-w")
@@ -188,6 +190,21 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
         return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy)
 
     return normalise(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+
+
+def bias_gelu(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """Exact GELU of h + bias: h [..., F], bias [F] -> [..., F]; float32.
+
+    One pass over memory each way (the bias addition and its gradient's column sums included); the
+    gradient keeps h. Requires ``available()``.
+    """
+    ops = load()
+
+    @tf.custom_gradient
+    def activate(h, bias):
+        return ops.hacm_bias_gelu(h, bias), lambda dy: ops.hacm_bias_gelu_grad(h, bias, dy)
+
+    return activate(h, tf.convert_to_tensor(bias))
 
 
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:

@@ -1,13 +1,11 @@
 // TensorFlow ops HacmLayerNorm (LayerNorm over the last axis, with the rows' mean and 1 / std) and
 // HacmLayerNormGrad, on layer_norm_kernels.cc; rows run in parallel on the intra-op thread pool.
-#include <algorithm>
 #include <vector>
 
 #include "layer_norm.h"
+#include "op_util.h"
 #include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/platform/threadpool.h"
 
 namespace {
 
@@ -114,10 +112,9 @@ class LayerNormOp : public OpKernel {
     const float *x = ctx->input(0).flat<float>().data(), *gamma = ctx->input(1).flat<float>().data(),
                 *beta = ctx->input(2).flat<float>().data();
     float *yp = y->flat<float>().data(), *mp = mean->flat<float>().data(), *sp = rstd->flat<float>().data();
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        rows, 8 * d, [&](int64_t begin, int64_t end) {
-          hacm_layer_norm::forward_rows(x, gamma, beta, d, epsilon_, begin, end, yp, mp, sp);
-        });
+    hacm_ops::ParallelRows(ctx, rows, 8 * d, [&](int64_t begin, int64_t end) {
+      hacm_layer_norm::forward_rows(x, gamma, beta, d, epsilon_, begin, end, yp, mp, sp);
+    });
   }
 
  private:
@@ -135,29 +132,17 @@ class LayerNormGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d}), &d_gamma));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({d}), &d_beta));
-    float *gamma_sum = d_gamma->flat<float>().data(), *beta_sum = d_beta->flat<float>().data();
-    std::fill(gamma_sum, gamma_sum + d, 0.f);
-    std::fill(beta_sum, beta_sum + d, 0.f);
-    if (rows == 0 || d == 0) return;
+    if (d == 0) return;
     const float* in[5];
     for (int i = 0; i < 5; ++i) in[i] = ctx->input(i).flat<float>().data();
     float* dxp = dx->flat<float>().data();
-    // fixed row blocks, each with its own partial parameter sums, added up in block order (the
-    // result does not depend on how the pool splits the work)
-    const int64_t blocks = std::min<int64_t>(64, (rows + 255) / 256), per_block = (rows + blocks - 1) / blocks;
-    std::vector<float> partial(2 * blocks * d, 0.f);
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        blocks, 12 * d * per_block, [&](int64_t first, int64_t last) {
-          for (int64_t b = first; b < last; ++b)
-            hacm_layer_norm::backward_rows(in[0], in[1], in[2], in[3], in[4], d, b * per_block,
-                                           std::min(rows, (b + 1) * per_block), dxp, &partial[2 * b * d],
-                                           &partial[(2 * b + 1) * d]);
-        });
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int64_t j = 0; j < d; ++j) {
-        gamma_sum[j] += partial[2 * b * d + j];
-        beta_sum[j] += partial[(2 * b + 1) * d + j];
-      }
+    std::vector<float> sums(2 * d);  // d_gamma, d_beta
+    hacm_ops::RowsWithColumnSums(ctx, rows, d, 2, 12 * d, [&](int64_t begin, int64_t end, float* block_sums) {
+      hacm_layer_norm::backward_rows(in[0], in[1], in[2], in[3], in[4], d, begin, end, dxp, block_sums,
+                                     block_sums + d);
+    }, sums.data());
+    std::copy(sums.begin(), sums.begin() + d, d_gamma->flat<float>().data());
+    std::copy(sums.begin() + d, sums.end(), d_beta->flat<float>().data());
   }
 };
 

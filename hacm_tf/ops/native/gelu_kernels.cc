@@ -1,0 +1,102 @@
+// Bias + exact GELU, forward and backward, one pass over memory each. Phi(z) = erfc(-z / sqrt 2) / 2
+// with erfc as Eigen's float erfc (rational approximations on |x| <= 1 and 1 < |x| <= 11, a few ulps,
+// accurate in the tails), sharing exp(-z^2 / 2) with the density phi(z) of the gradient.
+#include "gelu.h"
+
+#include "attention_kernels.h"  // vfloat, kLanes, load, store, splat, vexp
+
+namespace hacm_gelu {
+
+using hacm_attention::kLanes;
+using hacm_attention::load;
+using hacm_attention::splat;
+using hacm_attention::store;
+using hacm_attention::vexp;
+using hacm_attention::vfloat;
+
+namespace {
+
+inline vfloat select(vfloat mask_source_a, vfloat mask_source_b, vfloat if_less, vfloat otherwise) {
+  return mask_source_a < mask_source_b ? if_less : otherwise;
+}
+
+template <int N>
+inline vfloat polynomial(vfloat x, const float (&c)[N]) {  // c[0] x^(N-1) + ... + c[N-1]
+  vfloat p = splat(c[0]);
+  for (int i = 1; i < N; ++i) p = p * x + splat(c[i]);
+  return p;
+}
+
+// cdf = Phi(z), pdf = phi(z) per lane.
+inline void normal(vfloat z, vfloat& cdf, vfloat& pdf) {
+  constexpr float alpha[] = {5.61802298761904239654541015625e-04f, -4.91381669417023658752441406250e-03f,
+                             2.67075151205062866210937500000e-02f, -1.12800106406211853027343750000e-01f,
+                             3.76122951507568359375000000000e-01f, -1.12837910652160644531250000000e+00f};
+  constexpr float gamma[] = {1.0208116471767425537109375e-01f, 4.2920666933059692382812500e-01f,
+                             3.2379078865051269531250000e-01f, 5.3971976041793823242187500e-02f};
+  constexpr float delta[] = {1.7251677811145782470703125e-02f, 3.9137163758277893066406250e-01f,
+                             1.0000000000000000000000000e+00f, 6.2173241376876831054687500e-01f,
+                             9.5662862062454223632812500e-02f};
+  vfloat x = z * splat(-0.70710678118654752440f);  // Phi(z) = erfc(x) / 2
+  x = select(x, splat(-11.f), splat(-11.f), x);
+  x = select(splat(11.f), x, splat(11.f), x);
+  const vfloat x2 = x * x;
+  const vfloat erfc_small = x * polynomial(x2, alpha) + splat(1.f);
+#ifdef __AVX512F__
+  const vfloat x2_lo = vfloat(_mm512_fmsub_ps(__m512(x), __m512(x), __m512(x2)));  // x^2 = x2 + x2_lo exactly
+#else
+  const vfloat x2_lo = vfloat{};
+#endif
+  const vfloat e = vexp(-x2);  // exp(-z^2 / 2), up to x's clamp
+  const vfloat q2 = splat(1.f) / x2;
+  const vfloat ratio = polynomial(q2, gamma) / (x * polynomial(q2, delta));
+  const vfloat erfc_large = (e - e * x2_lo) * ratio + select(x, vfloat{}, splat(2.f), vfloat{});
+  cdf = splat(0.5f) * select(splat(1.f), x2, erfc_large, erfc_small);
+  pdf = e * splat(0.39894228040143267794f);
+}
+
+}  // namespace
+
+void forward_rows(const float* h, const float* bias, int64_t f, int64_t begin, int64_t end, float* y) {
+  const int64_t full = f / kLanes * kLanes;
+  for (int64_t r = begin; r < end; ++r) {
+    const float* hr = h + r * f;
+    float* yr = y + r * f;
+    for (int64_t j = 0; j < full; j += kLanes) {
+      const vfloat z = load(hr + j) + load(bias + j);
+      vfloat cdf, pdf;
+      normal(z, cdf, pdf);
+      store(yr + j, z * cdf);
+    }
+    for (int64_t j = full; j < f; ++j) {
+      const float z = hr[j] + bias[j];
+      yr[j] = 0.5f * z * std::erfc(-z * 0.70710678118654752440f);
+    }
+  }
+}
+
+void backward_rows(const float* h, const float* bias, const float* dy, int64_t f, int64_t begin, int64_t end,
+                   float* dh, float* d_bias) {
+  const int64_t full = f / kLanes * kLanes;
+  for (int64_t r = begin; r < end; ++r) {
+    const float *hr = h + r * f, *gr = dy + r * f;
+    float* dr = dh + r * f;
+    for (int64_t j = 0; j < full; j += kLanes) {
+      const vfloat z = load(hr + j) + load(bias + j);
+      vfloat cdf, pdf;
+      normal(z, cdf, pdf);
+      const vfloat g = load(gr + j) * (cdf + z * pdf);
+      store(dr + j, g);
+      store(d_bias + j, load(d_bias + j) + g);
+    }
+    for (int64_t j = full; j < f; ++j) {
+      const float z = hr[j] + bias[j];
+      const float cdf = 0.5f * std::erfc(-z * 0.70710678118654752440f);
+      const float pdf = std::exp(-0.5f * z * z) * 0.39894228040143267794f;
+      dr[j] = gr[j] * (cdf + z * pdf);
+      d_bias[j] += dr[j];
+    }
+  }
+}
+
+}  // namespace hacm_gelu
