@@ -3,6 +3,7 @@ fallback. Where no C++ compiler exists the op tests are skipped (the XLA path th
 tested in test_fused.py); where one exists, the build must succeed."""
 
 import logging
+import tempfile
 
 import keras
 import numpy as np
@@ -235,6 +236,15 @@ def test_failed_build_falls_back_with_the_reason_logged(tmp_path, monkeypatch, c
     assert "using the XLA path" in caplog.text
     spec = tf.TensorSpec([2, 2, 40, 32], tf.float32)
     assert "HacmAttention" not in _graph_op_types(fused.attention, spec, spec, spec)
+
+
+def test_unwritable_cache_folder_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(native.CACHE_ENV, str(blocked / "cache"))     # cannot be created: a file is in the way
+    monkeypatch.setenv("CXX", "false")
+    path = native.library_path()
+    assert str(path).startswith(tempfile.gettempdir()) and path.name == native.LIBRARY_NAME
 
 
 def test_no_compiler_is_a_clear_build_error(tmp_path, monkeypatch):

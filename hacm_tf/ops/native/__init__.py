@@ -95,7 +95,20 @@ def library_path(cxx: str | None = None) -> Path:
     if cxx is None:
         raise NativeBuildError("no C++ compiler (set CXX or install g++)")
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hacm_tf").expanduser()
-    return root / "native" / _build_key(cxx) / LIBRARY_NAME
+    return _writable(root) / "native" / _build_key(cxx) / LIBRARY_NAME
+
+
+def _writable(root: Path) -> Path:
+    """``root``, or a folder in the temporary directory when ``root`` cannot be created or written."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if os.access(root, os.W_OK):
+            return root
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"hacm_tf_cache_{os.getuid()}"
+    _log.info("cache folder %s is not writable; building in %s", root, fallback)
+    return fallback
 
 
 def _run(command: list[str]) -> None:
