@@ -18,7 +18,7 @@ the build fails (the reason is logged once), the callers (hacm_tf.ops.fused) use
 which gives the same results to float32 rounding. Training graphs only: inference and exported
 SavedModels never contain the ops.
 
-    python -m hacm_tf.ops.native      # build now (about 15 s) and print the library's path
+    python -m hacm_tf.ops.native      # build now (about 30 s) and print the library's path
 """
 
 from __future__ import annotations
