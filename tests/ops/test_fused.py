@@ -85,9 +85,10 @@ def _xla_calls(graph):
     return found
 
 
-def test_inference_graph_has_no_xla_call_and_training_graph_has():
-    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=16, depth=1, heads=4, decoder_dim=16,
-                      decoder_depth=1, decoder_heads=4).validate()
+def classifier_graphs(dim: int, heads: int):
+    """Traced graphs of a small fine-tuning classifier: (inference, training step's gradients)."""
+    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=dim, depth=1, heads=heads, decoder_dim=dim,
+                      decoder_depth=1, decoder_heads=heads).validate()
     clf = ActionClassifier(cfg.to_dict(), 5, head="finetune")
     clf.build()
     x = tf.TensorSpec([2, 12, 2, 25, 3], tf.float32)
@@ -97,5 +98,11 @@ def test_inference_graph_has_no_xla_call_and_training_graph_has():
             loss = tf.reduce_sum(clf(batch, training=True))
         return tape.gradient(loss, clf.trainable_variables)
 
-    assert not _xla_calls(tf.function(lambda b: clf(b, training=False)).get_concrete_function(x).graph)
-    assert _xla_calls(tf.function(train).get_concrete_function(x).graph)
+    return (tf.function(lambda b: clf(b, training=False)).get_concrete_function(x).graph,
+            tf.function(train).get_concrete_function(x).graph)
+
+
+def test_inference_graph_has_no_xla_call_and_training_graph_has():
+    inference, training = classifier_graphs(16, 4)     # head dimension 4: the XLA-fused attention
+    assert not _xla_calls(inference)
+    assert _xla_calls(training)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from hacm_tf.layers.transformer import TransformerBlock
 from hacm_tf.ops import fused, native
+from tests.ops.test_fused import classifier_graphs
 
 RNG = np.random.RandomState(3)
 needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C++ compiler on this machine")
@@ -170,9 +171,9 @@ def test_layer_norm_matches_float64_autodiff(op_library, shape):
 @needs_compiler
 def test_layer_norm_rejects_mismatched_parameters_and_fused_takes_it(op_library, monkeypatch):
     ops = native.load()
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input 1 has shape \[8\], expected \[6\]"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"LayerNorm: gamma has shape \[8\], expected \[6\]"):
         ops.hacm_layer_norm(tf.zeros((4, 6)), tf.zeros(8), tf.zeros(6), epsilon=1e-5)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"dy has shape \[4,5\], x has \[4,6\]"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"NormGrad: dy has shape \[4,5\], expected \[4,6\]"):
         ops.hacm_layer_norm_grad(tf.zeros((4, 6)), tf.zeros(6), tf.zeros(4), tf.zeros(4), tf.zeros((4, 5)))
     spec, vector = tf.TensorSpec([2, 9, 24], tf.float32), tf.TensorSpec([24], tf.float32)
 
@@ -256,23 +257,10 @@ def test_no_compiler_is_a_clear_build_error(tmp_path, monkeypatch):
 
 @needs_compiler
 def test_inference_graph_has_no_custom_op_and_training_graph_has(op_library):
-    from hacm_tf.config import ModelConfig
-    from hacm_tf.models.classifier import ActionClassifier
+    def custom(graph):
+        return {op.type for op in graph.get_operations() if op.type.startswith("Hacm")}
 
-    cfg = ModelConfig(method="hacm", window=12, t_patch=3, dim=32, depth=1, heads=2, decoder_dim=32,
-                      decoder_depth=1, decoder_heads=2).validate()     # head dimension 16
-    clf = ActionClassifier(cfg.to_dict(), 5, head="finetune")
-    clf.build()
-    x = tf.TensorSpec([2, 12, 2, 25, 3], tf.float32)
-
-    def train(batch):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(clf(batch, training=True))
-        return tape.gradient(loss, clf.trainable_variables)
-
-    def custom(fn):
-        return {t for t in _graph_op_types(fn, x) if t.startswith("Hacm")}
-
-    assert custom(lambda b: clf(b, training=False)) == set()       # what export and serving trace
-    assert custom(train) == {"HacmAttention", "HacmAttentionGrad", "HacmLayerNorm", "HacmLayerNormGrad",
-                             "HacmBiasGelu", "HacmBiasGeluGrad"}
+    inference, training = classifier_graphs(32, 2)     # head dimension 16: the native attention
+    assert custom(inference) == set()                  # what export and serving trace
+    assert custom(training) == {"HacmAttention", "HacmAttentionGrad", "HacmLayerNorm", "HacmLayerNormGrad",
+                                "HacmBiasGelu", "HacmBiasGeluGrad"}

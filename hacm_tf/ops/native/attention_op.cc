@@ -2,24 +2,12 @@
 // log-sum-exp) and HacmAttentionGrad, on the kernels of attention_kernels.h; heads run in parallel on
 // the op's intra-op thread pool.
 #include "attention.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/platform/threadpool.h"
+#include "op_util.h"
 
 namespace {
 
-using tensorflow::DEVICE_CPU;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Status;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
+using namespace hacm_ops;  // NOLINT
 using tensorflow::shape_inference::DimensionHandle;
-using tensorflow::shape_inference::InferenceContext;
-using tensorflow::shape_inference::ShapeHandle;
 
 // qkv [B, N, 3, H, D] -> out [B, N, H, D], lse [B, H, N]
 Status AttentionShapes(InferenceContext* c) {
@@ -51,10 +39,7 @@ REGISTER_OP("HacmAttentionGrad")
     .Input("d_out: float")
     .Attr("scale: float")
     .Output("d_qkv: float")
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return Status();
-    })
+    .SetShapeFn(ShapesOfInputs<0>)
     .Doc("Gradient d_qkv [B, N, 3, H, D] of HacmAttention's out given d_out [B, N, H, D]; the weights are "
          "recomputed from qkv and lse.");
 
@@ -72,19 +57,11 @@ Status ReadGeometry(const Tensor& qkv, float scale, hacm_attention::Geometry* g)
   return Status();
 }
 
-Status ExpectShape(const char* name, const Tensor& t, const TensorShape& want) {
-  if (t.shape() != want)
-    return InvalidArgument("HacmAttentionGrad: ", name, " has shape ", t.shape().DebugString(), ", expected ",
-                           want.DebugString());
-  return Status();
-}
-
 // fn(begin, end) over ranges of the B * H heads on the intra-op thread pool; cost: FLOPs per head.
 template <class Fn>
 void ForHeadRanges(OpKernelContext* ctx, const hacm_attention::Geometry& g, double flops_per_token_pair, Fn fn) {
   const double cost = flops_per_token_pair * g.tokens * g.tokens * g.dim;
-  ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(g.batch * g.heads,
-                                                                        static_cast<int64_t>(cost), fn);
+  ParallelRows(ctx, g.batch * g.heads, static_cast<int64_t>(cost), fn);
 }
 
 class AttentionOp : public OpKernel {
@@ -122,9 +99,9 @@ class AttentionGradOp : public OpKernel {
     hacm_attention::Geometry g;
     OP_REQUIRES_OK(ctx, ReadGeometry(ctx->input(0), scale_, &g));
     const TensorShape plain({g.batch, g.tokens, g.heads, g.dim});
-    OP_REQUIRES_OK(ctx, ExpectShape("out", ctx->input(1), plain));
-    OP_REQUIRES_OK(ctx, ExpectShape("lse", ctx->input(2), TensorShape({g.batch, g.heads, g.tokens})));
-    OP_REQUIRES_OK(ctx, ExpectShape("d_out", ctx->input(3), plain));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "out", ctx->input(1), plain));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "lse", ctx->input(2), TensorShape({g.batch, g.heads, g.tokens})));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "d_out", ctx->input(3), plain));
     Tensor* d_qkv;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &d_qkv));
     if (d_qkv->NumElements() == 0) return;

@@ -2,20 +2,10 @@
 // on gelu_kernels.cc; rows run in parallel on the intra-op thread pool.
 #include "gelu.h"
 #include "op_util.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace {
 
-using tensorflow::DEVICE_CPU;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Status;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
-using tensorflow::shape_inference::InferenceContext;
+using namespace hacm_ops;  // NOLINT
 
 }  // namespace
 
@@ -23,10 +13,7 @@ REGISTER_OP("HacmBiasGelu")
     .Input("h: float")
     .Input("bias: float")
     .Output("y: float")
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return Status();
-    })
+    .SetShapeFn(ShapesOfInputs<0>)
     .Doc("Exact GELU of h [..., F] plus bias [F]: (h + bias) Phi(h + bias).");
 
 REGISTER_OP("HacmBiasGeluGrad")
@@ -35,28 +22,17 @@ REGISTER_OP("HacmBiasGeluGrad")
     .Input("dy: float")
     .Output("dh: float")
     .Output("d_bias: float")
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(1));
-      return Status();
-    })
+    .SetShapeFn(ShapesOfInputs<0, 1>)
     .Doc("Gradients of HacmBiasGelu's y given dy: dh [..., F] and d_bias [F].");
 
 namespace {
 
 // Checks h [..., F] against bias [F] (and dy like h); returns (rows, F).
 Status Geometry(OpKernelContext* ctx, bool grad, int64_t* rows, int64_t* f) {
-  const Tensor& h = ctx->input(0);
-  if (h.dims() < 1) return InvalidArgument("HacmBiasGelu: h must have at least one axis");
-  *f = h.dim_size(h.dims() - 1);
-  *rows = *f ? h.NumElements() / *f : 0;
-  if (ctx->input(1).shape() != TensorShape({*f}))
-    return InvalidArgument("HacmBiasGelu: bias has shape ", ctx->input(1).shape().DebugString(), ", expected [",
-                           *f, "]");
-  if (grad && ctx->input(2).shape() != h.shape())
-    return InvalidArgument("HacmBiasGeluGrad: dy has shape ", ctx->input(2).shape().DebugString(), ", h has ",
-                           h.shape().DebugString());
-  return Status();
+  const char* op = grad ? "HacmBiasGeluGrad" : "HacmBiasGelu";
+  TF_RETURN_IF_ERROR(RowsAndWidth(op, ctx->input(0), rows, f));
+  TF_RETURN_IF_ERROR(ExpectShape(op, "bias", ctx->input(1), TensorShape({*f})));
+  return grad ? ExpectShape(op, "dy", ctx->input(2), ctx->input(0).shape()) : Status();
 }
 
 class BiasGeluOp : public OpKernel {
@@ -71,7 +47,7 @@ class BiasGeluOp : public OpKernel {
     if (rows == 0 || f == 0) return;
     const float *h = ctx->input(0).flat<float>().data(), *bias = ctx->input(1).flat<float>().data();
     float* yp = y->flat<float>().data();
-    hacm_ops::ParallelRows(ctx, rows, 40 * f, [&](int64_t begin, int64_t end) {
+    ParallelRows(ctx, rows, 40 * f, [&](int64_t begin, int64_t end) {
       hacm_gelu::forward_rows(h, bias, f, begin, end, yp);
     });
   }
@@ -91,7 +67,7 @@ class BiasGeluGradOp : public OpKernel {
     const float *h = ctx->input(0).flat<float>().data(), *bias = ctx->input(1).flat<float>().data(),
                 *dy = ctx->input(2).flat<float>().data();
     float* dhp = dh->flat<float>().data();
-    hacm_ops::RowsWithColumnSums(ctx, rows, f, 1, 45 * f, [&](int64_t begin, int64_t end, float* sums) {
+    RowsWithColumnSums(ctx, rows, f, 1, 45 * f, [&](int64_t begin, int64_t end, float* sums) {
       hacm_gelu::backward_rows(h, bias, dy, f, begin, end, dhp, sums);
     }, d_bias->flat<float>().data());
   }

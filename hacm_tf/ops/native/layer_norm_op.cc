@@ -4,21 +4,10 @@
 
 #include "layer_norm.h"
 #include "op_util.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace {
 
-using tensorflow::DEVICE_CPU;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Status;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::errors::InvalidArgument;
-using tensorflow::shape_inference::InferenceContext;
-using tensorflow::shape_inference::ShapeHandle;
+using namespace hacm_ops;  // NOLINT
 
 Status RowShape(InferenceContext* c, ShapeHandle* rows) {
   ShapeHandle x;
@@ -56,43 +45,27 @@ REGISTER_OP("HacmLayerNormGrad")
     .Output("dx: float")
     .Output("d_gamma: float")
     .Output("d_beta: float")
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(1));
-      c->set_output(2, c->input(1));
-      return Status();
-    })
+    .SetShapeFn(ShapesOfInputs<0, 1, 1>)
     .Doc("Gradients of HacmLayerNorm's y given dy: dx [..., D], d_gamma and d_beta [D].");
 
 namespace {
-
-// Checks x [..., D] against gamma (and beta) [D] and the row statistics; returns (rows, D).
-Status Geometry(OpKernelContext* ctx, bool grad, int64_t* rows, int64_t* d) {
-  const Tensor& x = ctx->input(0);
-  if (x.dims() < 1) return InvalidArgument("HacmLayerNorm: x must have at least one axis");
-  *d = x.dim_size(x.dims() - 1);
-  *rows = *d ? x.NumElements() / *d : 0;
-  const TensorShape vector({*d});
-  for (int i : grad ? std::vector<int>{1} : std::vector<int>{1, 2})
-    if (ctx->input(i).shape() != vector)
-      return InvalidArgument("HacmLayerNorm: input ", i, " has shape ", ctx->input(i).shape().DebugString(),
-                             ", expected [", *d, "]");
-  if (grad) {
-    for (int i : {2, 3})
-      if (ctx->input(i).NumElements() != *rows)
-        return InvalidArgument("HacmLayerNormGrad: input ", i, " has shape ", ctx->input(i).shape().DebugString(),
-                               " for ", *rows, " rows");
-    if (ctx->input(4).shape() != x.shape())
-      return InvalidArgument("HacmLayerNormGrad: dy has shape ", ctx->input(4).shape().DebugString(),
-                             ", x has ", x.shape().DebugString());
-  }
-  return Status();
-}
 
 TensorShape RowsOf(const TensorShape& x) {
   TensorShape rows = x;
   rows.RemoveLastDims(1);
   return rows;
+}
+
+// Checks x [..., D] against gamma (and beta) [D], the row statistics and dy; returns (rows, D).
+Status Geometry(OpKernelContext* ctx, bool grad, int64_t* rows, int64_t* d) {
+  const char* op = grad ? "HacmLayerNormGrad" : "HacmLayerNorm";
+  TF_RETURN_IF_ERROR(RowsAndWidth(op, ctx->input(0), rows, d));
+  TF_RETURN_IF_ERROR(ExpectShape(op, "gamma", ctx->input(1), TensorShape({*d})));
+  if (!grad) return ExpectShape(op, "beta", ctx->input(2), TensorShape({*d}));
+  const TensorShape row_shape = RowsOf(ctx->input(0).shape());
+  TF_RETURN_IF_ERROR(ExpectShape(op, "mean", ctx->input(2), row_shape));
+  TF_RETURN_IF_ERROR(ExpectShape(op, "rstd", ctx->input(3), row_shape));
+  return ExpectShape(op, "dy", ctx->input(4), ctx->input(0).shape());
 }
 
 class LayerNormOp : public OpKernel {
@@ -112,7 +85,7 @@ class LayerNormOp : public OpKernel {
     const float *x = ctx->input(0).flat<float>().data(), *gamma = ctx->input(1).flat<float>().data(),
                 *beta = ctx->input(2).flat<float>().data();
     float *yp = y->flat<float>().data(), *mp = mean->flat<float>().data(), *sp = rstd->flat<float>().data();
-    hacm_ops::ParallelRows(ctx, rows, 8 * d, [&](int64_t begin, int64_t end) {
+    ParallelRows(ctx, rows, 8 * d, [&](int64_t begin, int64_t end) {
       hacm_layer_norm::forward_rows(x, gamma, beta, d, epsilon_, begin, end, yp, mp, sp);
     });
   }
@@ -137,7 +110,7 @@ class LayerNormGradOp : public OpKernel {
     for (int i = 0; i < 5; ++i) in[i] = ctx->input(i).flat<float>().data();
     float* dxp = dx->flat<float>().data();
     std::vector<float> sums(2 * d);  // d_gamma, d_beta
-    hacm_ops::RowsWithColumnSums(ctx, rows, d, 2, 12 * d, [&](int64_t begin, int64_t end, float* block_sums) {
+    RowsWithColumnSums(ctx, rows, d, 2, 12 * d, [&](int64_t begin, int64_t end, float* block_sums) {
       hacm_layer_norm::backward_rows(in[0], in[1], in[2], in[3], in[4], d, begin, end, dxp, block_sums,
                                      block_sums + d);
     }, sums.data());

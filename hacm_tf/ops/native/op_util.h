@@ -1,15 +1,53 @@
-// Helpers shared by the row-wise ops (LayerNorm, bias + GELU): parallel loops over rows on the
-// intra-op thread pool, and parameter gradients summed over rows in fixed blocks.
+// Helpers shared by the ops: the TensorFlow names they use, shape checks with messages naming the op
+// and the input, parallel loops on the intra-op thread pool, and parameter gradients summed over rows
+// in fixed blocks.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/platform/threadpool.h"
 
 namespace hacm_ops {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Status;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+// "op: name has shape [...], expected [...]" unless t has the shape want.
+inline Status ExpectShape(const char* op, const char* name, const Tensor& t, const TensorShape& want) {
+  if (t.shape() != want)
+    return InvalidArgument(op, ": ", name, " has shape ", t.shape().DebugString(), ", expected ",
+                           want.DebugString());
+  return Status();
+}
+
+// x [..., W]: the number of rows (product of the leading axes) and W.
+inline Status RowsAndWidth(const char* op, const Tensor& x, int64_t* rows, int64_t* width) {
+  if (x.dims() < 1) return InvalidArgument(op, ": the input must have at least one axis");
+  *width = x.dim_size(x.dims() - 1);
+  *rows = *width ? x.NumElements() / *width : 0;
+  return Status();
+}
+
+// Shape function of a gradient op whose output i has the shape of input like[i].
+template <int... like>
+Status ShapesOfInputs(InferenceContext* c) {
+  int output = 0;
+  for (int input : {like...}) c->set_output(output++, c->input(input));
+  return Status();
+}
 
 // fn(begin, end) over ranges of `rows` rows; cost: operations per row.
 template <class Fn>
