@@ -194,7 +194,7 @@ class TransformerBlock(keras.layers.Layer):
         x = x + self.drop(branch, training=training, seed=attn_seed)
         normed = self.norm2(x, training=training)
         hidden = fused_ops.dense_gelu(normed, self.fc1) if training and self.fused else gelu_erf(self.fc1(normed))
-        branch = tf.cast(self.fc2(hidden), x.dtype)
+        branch = tf.cast(fused_ops.dense(hidden, self.fc2) if training and self.fused else self.fc2(hidden), x.dtype)
         return x + self.drop(branch, training=training, seed=mlp_seed)
 
     def _training_residuals(self, x):

@@ -72,6 +72,31 @@ def _layer_norm_backward(x, gamma, inv_std, dy):
             tf.cast(tf.reduce_sum(dy32, rows), gamma.dtype))
 
 
+@tf.custom_gradient
+def _matmul_narrow_weight_gradient(x, w):
+    """x [M, K] @ w [K, F]; the weight gradient computed as (dy^T x)^T when K > F (for the MLP's
+    second layer, [27648, 256]^T x [27648, 1024] -> [256, 1024] then a 1 MiB transpose: 60 against
+    80 ms in oneDNN on 2 cores for x^T dy directly), x^T dy otherwise."""
+    def grad(dy):
+        if w.shape[0] > w.shape[1]:
+            d_w = tf.transpose(tf.matmul(dy, x, transpose_a=True))
+        else:
+            d_w = tf.matmul(x, dy, transpose_a=True)
+        return tf.matmul(dy, w, transpose_b=True), d_w
+
+    return tf.matmul(x, w), grad
+
+
+def dense(x: tf.Tensor, layer) -> tf.Tensor:
+    """layer(x) for a Keras Dense ``layer`` with bias: [..., D] -> [..., units]. In float32 the weight
+    gradient takes the faster orientation (_matmul_narrow_weight_gradient); otherwise the layer itself."""
+    if x.dtype != tf.float32 or layer.compute_dtype != "float32" or not layer.use_bias:
+        return layer(x)
+    shape = tf.shape(x)
+    y = _matmul_narrow_weight_gradient(tf.reshape(x, [-1, x.shape[-1]]), tf.convert_to_tensor(layer.kernel))
+    return tf.reshape(tf.nn.bias_add(y, layer.bias), tf.concat([shape[:-1], [layer.units]], 0))
+
+
 def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
     """gelu(layer(x)) for a Keras Dense ``layer`` (with bias): [..., D] -> [..., units].
 

@@ -106,3 +106,24 @@ def test_inference_graph_has_no_xla_call_and_training_graph_has():
     inference, training = classifier_graphs(16, 4)     # head dimension 4: the XLA-fused attention
     assert not _xla_calls(inference)
     assert _xla_calls(training)
+
+
+@pytest.mark.parametrize("units", [8, 40])      # weight [24, 8]: the transposed weight gradient; [24, 40]: direct
+def test_dense_equals_the_keras_layer_with_gradients(units):
+    import keras
+
+    layer = keras.layers.Dense(units, name="fc")
+    layer.build((None, 24))
+    x = tf.constant(RNG.normal(size=(2, 5, 24)).astype(np.float32))
+    dy = tf.constant(RNG.normal(size=(2, 5, units)).astype(np.float32))
+
+    def value_and_grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return [y] + tape.gradient(y, [x] + layer.trainable_variables, output_gradients=dy)
+
+    for got, want in zip(value_and_grads(lambda t: fused.dense(t, layer)), value_and_grads(layer)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    half = tf.cast(x, tf.bfloat16)                   # other dtypes: the layer itself
+    np.testing.assert_array_equal(fused.dense(half, layer).numpy(), layer(half).numpy())
