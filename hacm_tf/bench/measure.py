@@ -165,7 +165,6 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
     import tensorflow as tf
 
     from hacm_tf.layers.transformer import gelu_erf
-
     from hacm_tf.ops import fused, native
 
     rows_n, hidden, head_dim = sequences * tokens, int(dim * mlp_ratio), dim // heads

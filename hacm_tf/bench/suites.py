@@ -137,10 +137,11 @@ def matmul_bound(rows: Sequence[dict], attention_share: float, recompute_scores:
     rate = {r["kernel"]: r["gflops"] for r in rows if "gflops" in r}
     dense = [rate["MLP matmul, forward"], rate["MLP matmul, input gradient"], rate["MLP matmul, weight gradient"]]
     dense_time = sum(1.0 / r for r in dense) / len(dense)                 # seconds per GFLOP
-    scores, weighted = rate["attention scores q k^T"], rate["attention probs @ v"]
-    attention_time = ((3 if recompute_scores else 2) / scores + 4 / weighted) / 6
     if attention_pass:
         attention_time = 1.0 / rate[attention_pass]
+    else:
+        scores, weighted = rate["attention scores q k^T"], rate["attention probs @ v"]
+        attention_time = ((3 if recompute_scores else 2) / scores + 4 / weighted) / 6
     return 1.0 / ((1.0 - attention_share) * dense_time + attention_share * attention_time)
 
 

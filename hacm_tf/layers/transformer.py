@@ -193,8 +193,11 @@ class TransformerBlock(keras.layers.Layer):
         branch = tf.cast(self.attn(self.norm1(x, training=training), training=training), x.dtype)
         x = x + self.drop(branch, training=training, seed=attn_seed)
         normed = self.norm2(x, training=training)
-        hidden = fused_ops.dense_gelu(normed, self.fc1) if training and self.fused else gelu_erf(self.fc1(normed))
-        branch = tf.cast(fused_ops.dense(hidden, self.fc2) if training and self.fused else self.fc2(hidden), x.dtype)
+        if training and self.fused:
+            branch = fused_ops.dense(fused_ops.dense_gelu(normed, self.fc1), self.fc2)
+        else:
+            branch = self.fc2(gelu_erf(self.fc1(normed)))
+        branch = tf.cast(branch, x.dtype)
         return x + self.drop(branch, training=training, seed=mlp_seed)
 
     def _training_residuals(self, x):

@@ -7,10 +7,11 @@ softmax gradient four passes over [B, H, N, N]). Here each forward and backward 
 (an inner ``tf.function(jit_compile=True)``, called from graphs with or without XLA). The attention
 runs one sequence at a time, whose [H, N, N] scores stay in cache, recomputes them in the backward
 pass instead of keeping them, and takes the softmax gradient's row term from the [B, H, N, Dh] output
-instead of the weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Where the native attention kernel is
-available (hacm_tf.ops.native) it replaces that path: scores, softmax and products in cache.
-Results equal the plain formulas to float32 rounding (tests/ops/test_fused.py); the element-wise
-maths runs in float32 for bfloat16 inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN on CPU).
+instead of the weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Where the native ops are available
+(hacm_tf.ops.native: float32, built for this CPU) they replace the attention, LayerNorm and GELU
+paths: scores, softmax and products in cache, one pass per row statistic. Results equal the plain
+formulas to float32 rounding (tests/ops/test_fused.py, test_native.py); the element-wise maths runs
+in float32 for bfloat16 inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN).
 
 Used by the transformer blocks in training; inference, export and ONNX conversion keep the plain
 ops (no XLA call in the serving graph).
@@ -87,14 +88,25 @@ def _matmul_narrow_weight_gradient(x, w):
     return tf.matmul(x, w), grad
 
 
+def _on_rows(fn, x: tf.Tensor, units: int) -> tf.Tensor:
+    """fn applied to x [..., D] seen as rows [M, D] (one 2-D matmul), the result [M, units] reshaped to
+    [..., units]."""
+    shape = tf.shape(x)
+    return tf.reshape(fn(tf.reshape(x, [-1, x.shape[-1]])), tf.concat([shape[:-1], [units]], 0))
+
+
+def _float32_dense(x: tf.Tensor, layer) -> bool:
+    return x.dtype == tf.float32 and layer.compute_dtype == "float32" and layer.use_bias
+
+
 def dense(x: tf.Tensor, layer) -> tf.Tensor:
     """layer(x) for a Keras Dense ``layer`` with bias: [..., D] -> [..., units]. In float32 the weight
     gradient takes the faster orientation (_matmul_narrow_weight_gradient); otherwise the layer itself."""
-    if x.dtype != tf.float32 or layer.compute_dtype != "float32" or not layer.use_bias:
+    if not _float32_dense(x, layer):
         return layer(x)
-    shape = tf.shape(x)
-    y = _matmul_narrow_weight_gradient(tf.reshape(x, [-1, x.shape[-1]]), tf.convert_to_tensor(layer.kernel))
-    return tf.reshape(tf.nn.bias_add(y, layer.bias), tf.concat([shape[:-1], [layer.units]], 0))
+    kernel = tf.convert_to_tensor(layer.kernel)
+    return _on_rows(lambda rows: tf.nn.bias_add(_matmul_narrow_weight_gradient(rows, kernel), layer.bias), x,
+                    layer.units)
 
 
 def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
@@ -103,11 +115,9 @@ def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
     float32 with the native ops: the matmul, then bias and GELU in one op (hacm_tf.ops.native); else
     the layer and the XLA-fused gelu.
     """
-    if x.dtype == tf.float32 and layer.compute_dtype == "float32" and layer.use_bias and native.available():
-        shape = tf.shape(x)
-        h = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), layer.kernel)
-        return tf.reshape(native.bias_gelu(h, layer.bias), tf.concat([shape[:-1], [layer.units]], 0))
-    return gelu(layer(x))
+    if not (_float32_dense(x, layer) and native.available()):
+        return gelu(layer(x))
+    return _on_rows(lambda rows: native.bias_gelu(tf.matmul(rows, layer.kernel), layer.bias), x, layer.units)
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
@@ -183,9 +193,9 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
 
     For float32 inputs the native op (hacm_tf.ops.native: built for this CPU when a C++ compiler is
     present, Dh in 16/32/48/64) keeps the N x N scores in cache in both passes; otherwise, and for
-    bfloat16 (whose products oneDNN runs on the AMX/bfloat16 units, faster than the op's float32
-    FMAs: measured 13.6 against 12.1 samples/s in HA-CM pretraining), attention_xla. Results equal
-    the plain formula's to float32 rounding.
+    bfloat16 (whose products oneDNN runs on the AMX/bfloat16 units: the op in float32 with casts
+    measured the same, 14.20 against 14.33 samples/s in HA-CM pretraining), attention_xla. Results
+    equal the plain formula's to float32 rounding.
     """
     if q.dtype == tf.float32 and native.available(q.shape[-1]):
         return native.attention(q, k, v)

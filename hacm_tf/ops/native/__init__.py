@@ -133,7 +133,7 @@ def build(force: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists() and not force:
             return target
-        _log.info("building the native attention kernels for this CPU (once): %s", target)
+        _log.info("building the native kernels for this CPU (once): %s", target)
         with tempfile.TemporaryDirectory(dir=target.parent) as work:
             objects = []
             for sources, flags in ((KERNEL_SOURCES, KERNEL_FLAGS), (OP_SOURCES, OP_FLAGS + tuple(
@@ -156,7 +156,7 @@ def load():
             try:
                 _state["module"] = tf.load_op_library(str(build()))
             except (NativeBuildError, OSError, tf.errors.OpError) as error:
-                _log.warning("native attention kernels unavailable, using the XLA path: %s", error)
+                _log.warning("native kernels unavailable, using the XLA path: %s", error)
                 _state["module"] = None
         return _state["module"]
 

@@ -171,15 +171,26 @@ struct MutableRows {
   float* row(int64_t j) const { return base + j * stride; }
 };
 
-// dense[n][D] = the head's rows, and bt[D][ld] = their transpose, zero beyond column n.
+// dense[n][D] = the head's rows.
 template <int D>
-inline void gather(Rows b, int64_t n, int64_t ld, float* dense, float* bt) {
+inline void gather(Rows b, int64_t n, float* dense) {
   for (int64_t j = 0; j < n; ++j) std::memcpy(dense + j * D, b.row(j), sizeof(float) * D);
-  for (int d = 0; d < D; ++d) {
-    float* row = bt + d * ld;
-    for (int64_t j = 0; j < n; ++j) row[j] = dense[j * D + d];
-    std::fill(row + n, row + ld, 0.f);
+}
+
+// the head's rows back into a larger array.
+template <int D>
+inline void scatter(const float* dense, int64_t n, MutableRows b) {
+  for (int64_t j = 0; j < n; ++j) std::memcpy(b.row(j), dense + j * D, sizeof(float) * D);
+}
+
+// bt[D][ld] = the head's rows transposed, zero beyond column n.
+template <int D>
+inline void transpose(Rows b, int64_t n, int64_t ld, float* bt) {
+  for (int64_t j = 0; j < n; ++j) {  // each source row read once, whole
+    const float* row = b.row(j);
+    for (int d = 0; d < D; ++d) bt[d * ld + j] = row[d];
   }
+  for (int d = 0; d < D; ++d) std::fill(bt + d * ld + n, bt + (d + 1) * ld, 0.f);
 }
 
 // a block of up to kRows rows starting at row r0, times scale, zero-padded to kRows rows.
@@ -211,8 +222,8 @@ template <int D>
 void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o, float* lse, Scratch& s) {
   const int64_t ld = round_up(n, 2 * kLanes);
   const int64_t vec_n = n / kLanes * kLanes;
-  gather<D>(k, n, ld, s.kc.data(), s.kt.data());
-  gather<D>(v, n, ld, s.vc.data(), s.vt.data());
+  transpose<D>(k, n, ld, s.kt.data());  // for the scores
+  gather<D>(v, n, s.vc.data());          // for the weighted sum
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());
@@ -251,8 +262,9 @@ template <int D>
 void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, int64_t n, float scale,
                    MutableRows dq, MutableRows dk, MutableRows dv, Scratch& s) {
   const int64_t ld = round_up(n, 2 * kLanes);
-  gather<D>(k, n, ld, s.kc.data(), s.kt.data());
-  gather<D>(v, n, ld, s.vc.data(), s.vt.data());
+  transpose<D>(k, n, ld, s.kt.data());  // for the scores
+  gather<D>(k, n, s.kc.data());          // for dq
+  transpose<D>(v, n, ld, s.vt.data());  // for the weights' gradient
   std::fill(s.dk.begin(), s.dk.end(), 0.f);
   std::fill(s.dv.begin(), s.dv.end(), 0.f);
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
@@ -286,10 +298,8 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
     for (int64_t i = 0; i < rows; ++i)   // d(scale q) -> dq
       for (int d = 0; d < D; ++d) dq.row(r0 + i)[d] = s.ob[i * D + d] * scale;
   }
-  for (int64_t j = 0; j < n; ++j) {
-    std::memcpy(dk.row(j), s.dk.data() + j * D, sizeof(float) * D);
-    std::memcpy(dv.row(j), s.dv.data() + j * D, sizeof(float) * D);
-  }
+  scatter<D>(s.dk.data(), n, dk);
+  scatter<D>(s.dv.data(), n, dv);
 }
 
 }  // namespace hacm_attention

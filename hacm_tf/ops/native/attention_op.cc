@@ -64,18 +64,35 @@ void ForHeadRanges(OpKernelContext* ctx, const hacm_attention::Geometry& g, doub
   ParallelRows(ctx, g.batch * g.heads, static_cast<int64_t>(cost), fn);
 }
 
-class AttentionOp : public OpKernel {
+TensorShape OutShape(const hacm_attention::Geometry& g) { return TensorShape({g.batch, g.tokens, g.heads, g.dim}); }
+TensorShape LseShape(const hacm_attention::Geometry& g) { return TensorShape({g.batch, g.heads, g.tokens}); }
+
+// Both ops: the scale attribute, and the checked geometry of input 0 (qkv).
+class AttentionKernel : public OpKernel {
  public:
-  explicit AttentionOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit AttentionKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
   }
 
+ protected:
+  Status Geometry(OpKernelContext* ctx, hacm_attention::Geometry* g) const {
+    return ReadGeometry(ctx->input(0), scale_, g);
+  }
+
+ private:
+  float scale_;
+};
+
+class AttentionOp : public AttentionKernel {
+ public:
+  using AttentionKernel::AttentionKernel;
+
   void Compute(OpKernelContext* ctx) override {
     hacm_attention::Geometry g;
-    OP_REQUIRES_OK(ctx, ReadGeometry(ctx->input(0), scale_, &g));
+    OP_REQUIRES_OK(ctx, Geometry(ctx, &g));
     Tensor *out, *lse;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.batch, g.tokens, g.heads, g.dim}), &out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({g.batch, g.heads, g.tokens}), &lse));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, OutShape(g), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, LseShape(g), &lse));
     if (out->NumElements() == 0) return;
     const float* qkv = ctx->input(0).flat<float>().data();
     float* o = out->flat<float>().data();
@@ -84,24 +101,18 @@ class AttentionOp : public OpKernel {
       hacm_attention::forward_heads(g, qkv, begin, end, o, l);
     });
   }
-
- private:
-  float scale_;
 };
 
-class AttentionGradOp : public OpKernel {
+class AttentionGradOp : public AttentionKernel {
  public:
-  explicit AttentionGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
-  }
+  using AttentionKernel::AttentionKernel;
 
   void Compute(OpKernelContext* ctx) override {
     hacm_attention::Geometry g;
-    OP_REQUIRES_OK(ctx, ReadGeometry(ctx->input(0), scale_, &g));
-    const TensorShape plain({g.batch, g.tokens, g.heads, g.dim});
-    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "out", ctx->input(1), plain));
-    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "lse", ctx->input(2), TensorShape({g.batch, g.heads, g.tokens})));
-    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "d_out", ctx->input(3), plain));
+    OP_REQUIRES_OK(ctx, Geometry(ctx, &g));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "out", ctx->input(1), OutShape(g)));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "lse", ctx->input(2), LseShape(g)));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "d_out", ctx->input(3), OutShape(g)));
     Tensor* d_qkv;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &d_qkv));
     if (d_qkv->NumElements() == 0) return;
@@ -112,9 +123,6 @@ class AttentionGradOp : public OpKernel {
       hacm_attention::backward_heads(g, in[0], in[1], in[2], in[3], begin, end, grad);
     });
   }
-
- private:
-  float scale_;
 };
 
 }  // namespace
