@@ -97,8 +97,10 @@ class Attention(keras.layers.Layer):
 
     def call(self, x, training=False):
         b, n = tf.shape(x)[0], tf.shape(x)[1]
-        qkv = tf.reshape(self.qkv(x), [b, n, 3, self.heads, self.dim // self.heads])   # [B, N, 3, H, Dh]
-        if training and self.fused:
+        fused = training and self.fused
+        projected = fused_ops.dense(x, self.qkv) if fused else self.qkv(x)
+        qkv = tf.reshape(projected, [b, n, 3, self.heads, self.dim // self.heads])    # [B, N, 3, H, Dh]
+        if fused:
             # keeps no [B, H, N, N] weights of its own: remat has nothing to add to it
             out = fused_ops.packed_attention(qkv, self.scale)                         # [B, N, H, Dh]
         else:
@@ -106,7 +108,8 @@ class Attention(keras.layers.Layer):
             # unstack's gradient is one stack, where slicing's is three zero-filled copies
             q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
             out = tf.transpose(self._core(q, k, v), [0, 2, 1, 3])                    # [B, N, H, Dh]
-        return self.proj(tf.reshape(out, [b, n, self.dim]))
+        out = tf.reshape(out, [b, n, self.dim])
+        return fused_ops.dense(out, self.proj) if fused else self.proj(out)
 
     def _attend(self, q, k, v):
         """softmax(q k^T / sqrt(Dh)) v per head: [B, H, N, Dh] x 3 -> [B, H, N, Dh]."""

@@ -108,7 +108,8 @@ def test_inference_graph_has_no_xla_call_and_training_graph_has():
     assert _xla_calls(training)
 
 
-@pytest.mark.parametrize("units", [8, 40])      # weight [24, 8]: the transposed weight gradient; [24, 40]: direct
+@pytest.mark.parametrize("units", [8, 40])   # weight [24, 8]: transposed weight gradient, MatMul input gradient;
+#                                             [24, 40]: direct weight gradient, einsum input gradient
 def test_dense_equals_the_keras_layer_with_gradients(units):
     import keras
 
