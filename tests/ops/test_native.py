@@ -58,15 +58,18 @@ def test_values_and_gradients_match_float64_autodiff(op_library, shape):
 
 @needs_compiler
 def test_saturated_rows_stay_finite(op_library):
+    rng = np.random.RandomState(11)          # its own draw: the result may not depend on the tests' order
     q = np.zeros((1, 1, 20, 16), np.float32)
     q[..., 0] = 60.0                      # scores up to +-3600: exp over- and underflows without the shift
-    k = RNG.normal(size=q.shape).astype(np.float32)
-    v = RNG.normal(size=q.shape).astype(np.float32)
+    k = rng.normal(size=q.shape).astype(np.float32)
+    v = rng.normal(size=q.shape).astype(np.float32)
     got = _value_and_grads(native.attention, [q, k, v], np.ones(q.shape))
     want = _value_and_grads(_plain_attention, [a.astype(np.float64) for a in (q, k, v)], np.ones(q.shape))
     for g, w in zip(got, want):
-        assert np.isfinite(g).all()   # scores of 3600 carry float32 rounding of 2e-4: tolerance 1e-3
-        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-3 * np.abs(w).max())
+        assert np.isfinite(g).all()   # scores of 3600 carry float32 rounding of 2e-4: tolerance 1e-3;
+        # nearly one-hot rows have gradients that cancel to ~1e-10, resolved to float32 rounding of
+        # the O(1) terms they cancel from (1e-6)
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=max(1e-3 * np.abs(w).max(), 1e-6))
 
 
 @needs_compiler

@@ -22,15 +22,26 @@ struct HeadAt {
   }
 };
 
+// The k and v rows of head h + 1 when it is in the same range (read into cache while h computes).
+inline const NextHead* next_head(const Geometry& g, const float* qkv, int64_t h, int64_t end, NextHead* next) {
+  if (h + 1 >= end) return nullptr;
+  const HeadAt at(g, h + 1);
+  const float* q = qkv + at.packed;
+  *next = {{q + at.part, at.packed_stride}, {q + 2 * at.part, at.packed_stride}};
+  return next;
+}
+
 template <int D>
 void forward_range(const Geometry& g, const float* qkv, int64_t begin, int64_t end, float* out, float* lse) {
   Scratch scratch;
   scratch.resize(g.tokens, D);
+  NextHead next;
   for (int64_t h = begin; h < end; ++h) {
     const HeadAt at(g, h);
     const float* q = qkv + at.packed;
     forward_head<D>({q, at.packed_stride}, {q + at.part, at.packed_stride}, {q + 2 * at.part, at.packed_stride},
-                    g.tokens, g.scale, {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch);
+                    g.tokens, g.scale, {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch,
+                    next_head(g, qkv, h, end, &next));
   }
 }
 
@@ -39,6 +50,7 @@ void backward_range(const Geometry& g, const float* qkv, const float* out, const
                     int64_t begin, int64_t end, float* d_qkv) {
   Scratch scratch;
   scratch.resize(g.tokens, D);
+  NextHead next;
   for (int64_t h = begin; h < end; ++h) {
     const HeadAt at(g, h);
     const float* q = qkv + at.packed;
@@ -46,7 +58,7 @@ void backward_range(const Geometry& g, const float* qkv, const float* out, const
     const int64_t ps = at.packed_stride;
     backward_head<D>({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, {out + at.plain, at.plain_stride},
                      {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
-                     {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch);
+                     {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch, next_head(g, qkv, h, end, &next));
   }
 }
 

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 #if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
@@ -24,9 +25,12 @@ namespace hacm_attention {
 #ifdef __AVX512F__
 constexpr int kLanes = 16;  // floats per vector: one register
 constexpr int kRows = 8;    // queries per block: 2 x 8 accumulators + operands fit 32 registers
-#else
+#elif defined(__AVX__)
 constexpr int kLanes = 8;
 constexpr int kRows = 6;    // 2 x 6 accumulators + operands fit 16 registers
+#else
+constexpr int kLanes = 4;   // SSE, NEON: 128-bit registers (wider vector types would be split in memory)
+constexpr int kRows = 4;    // its block statistics fit one vector
 #endif
 typedef float vfloat __attribute__((vector_size(4 * kLanes)));
 typedef int32_t vint __attribute__((vector_size(4 * kLanes)));
@@ -83,14 +87,46 @@ inline vfloat vexp(vfloat x) {
 }
 
 inline float hsum(vfloat v) {
+#ifdef __AVX512F__
+  return _mm512_reduce_add_ps(__m512(v));
+#else
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
+#endif
 }
 inline float hmax(vfloat v) {
+#ifdef __AVX512F__
+  return _mm512_reduce_max_ps(__m512(v));
+#else
   float m = v[0];
   for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
   return m;
+#endif
+}
+
+// log(x) per lane for finite x > 0 (NaN and inf pass through): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, by its series to s^9 (truncation below
+// 1e-8 of log m); e ln 2 added in two parts.
+inline vfloat vlog(vfloat x) {
+  vint bits;
+  std::memcpy(&bits, &x, sizeof(x));
+  vint e = ((bits >> 23) & 255) - 127;
+  vint mbits = (bits & 0x7fffff) | 0x3f800000;  // m in [1, 2)
+  vfloat m;
+  std::memcpy(&m, &mbits, sizeof(m));
+  const vint big = m > splat(1.41421356f);   // -1 where m > sqrt(2): halve m, one more in e
+  m = big ? m * splat(0.5f) : m;
+  e -= big;
+  const vfloat s = (m - splat(1.f)) / (m + splat(1.f)), s2 = s * s;
+  vfloat p = splat(1.f / 9);
+  p = p * s2 + splat(1.f / 7);
+  p = p * s2 + splat(1.f / 5);
+  p = p * s2 + splat(1.f / 3);
+  const vfloat log_m = splat(2.f) * (s + s * s2 * p);
+  const vfloat ef = __builtin_convertvector(e, vfloat);
+  const vfloat y = ef * splat(0.693359375f) + (log_m + ef * splat(-2.12194440e-4f));
+  return x == x && x < splat(INFINITY) ? y : x;
 }
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -196,9 +232,26 @@ inline void transpose(Rows b, int64_t n, int64_t ld, float* bt) {
 // a block of up to kRows rows starting at row r0, times scale, zero-padded to kRows rows.
 template <int D>
 inline void copy_rows(Rows x, int64_t r0, int64_t rows, float scale, float* block) {
+  const vfloat sv = splat(scale);
   for (int64_t i = 0; i < rows; ++i)
-    for (int d = 0; d < D; ++d) block[i * D + d] = x.row(r0 + i)[d] * scale;
+    for (int d = 0; d < D; d += kLanes) store(block + i * D + d, load(x.row(r0 + i) + d) * sv);
   std::fill(block + rows * D, block + kRows * D, 0.f);
+}
+
+// Reads rows [r0, r0 + kRows) of each array into cache ahead of their use (for writing: `write`);
+// a head's rows are a few KB apart, which the hardware prefetchers do not follow.
+template <int D>
+inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_t n) {
+  const int64_t r1 = std::min(r0 + kRows, n);
+  for (const Rows& a : arrays)
+    for (int64_t r = r0; r < r1; ++r)
+      for (int d = 0; d < D; d += 64 / sizeof(float)) __builtin_prefetch(a.row(r) + d, 0);
+}
+template <int D>
+inline void prefetch_rows_for_writing(MutableRows a, int64_t r0, int64_t n) {
+  const int64_t r1 = std::min(r0 + kRows, n);
+  for (int64_t r = r0; r < r1; ++r)
+    for (int d = 0; d < D; d += 64 / sizeof(float)) __builtin_prefetch(a.row(r) + d, 1);
 }
 
 // Per-thread buffers for one head of n tokens.
@@ -217,18 +270,28 @@ struct Scratch {
   }
 };
 
+// The next head's k and v rows (one block of rows per block of this head is read into cache).
+struct NextHead {
+  Rows k, v;
+};
+
 // One head: o[n][D] = softmax(scale q k^T) v, lse[n] = log-sum-exp of each row of scale q k^T.
 template <int D>
-void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o, float* lse, Scratch& s) {
+void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o, float* lse, Scratch& s,
+                  const NextHead* next = nullptr) {
+  static_assert(kRows <= kLanes, "a block's row statistics fit one vector");
   const int64_t ld = round_up(n, 2 * kLanes);
   const int64_t vec_n = n / kLanes * kLanes;
   transpose<D>(k, n, ld, s.kt.data());  // for the scores
   gather<D>(v, n, s.vc.data());          // for the weighted sum
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
+    prefetch_rows<D>({q}, r0 + kRows, n);
+    prefetch_rows_for_writing<D>(o, r0 + kRows, n);
+    if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());
-    float inverse_sums[kRows];
+    vfloat maxima = splat(0.f), totals = splat(1.f);
     for (int i = 0; i < kRows; ++i) {
       float* row = s.scores.data() + i * ld;
       vfloat m = splat(-INFINITY);
@@ -248,19 +311,23 @@ void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o,
       float total = hsum(sum);
       for (int64_t j = vec_n; j < n; ++j) total += row[j];
       std::fill(row + n, row + ld, 0.f);
-      inverse_sums[i] = 1.f / total;
-      if (i < rows) lse[r0 + i] = mx + std::log(total);
+      maxima[i] = mx;
+      totals[i] = total;
     }
+    const vfloat row_lse = maxima + vlog(totals), inverse_sums = splat(1.f) / totals;
     rows_times<D>(s.scores.data(), ld, s.vc.data(), n, s.ob.data());  // unnormalised weights
-    for (int64_t i = 0; i < rows; ++i)
-      for (int d = 0; d < D; ++d) o.row(r0 + i)[d] = s.ob[i * D + d] * inverse_sums[i];
+    for (int64_t i = 0; i < rows; ++i) {
+      lse[r0 + i] = row_lse[i];
+      const vfloat inverse = splat(inverse_sums[i]);
+      for (int d = 0; d < D; d += kLanes) store(o.row(r0 + i) + d, load(s.ob.data() + i * D + d) * inverse);
+    }
   }
 }
 
 // One head's gradients (dq, dk, dv) of o = softmax(scale q k^T) v given d_o, o and lse.
 template <int D>
 void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, int64_t n, float scale,
-                   MutableRows dq, MutableRows dk, MutableRows dv, Scratch& s) {
+                   MutableRows dq, MutableRows dk, MutableRows dv, Scratch& s, const NextHead* next = nullptr) {
   const int64_t ld = round_up(n, 2 * kLanes);
   transpose<D>(k, n, ld, s.kt.data());  // for the scores
   gather<D>(k, n, s.kc.data());          // for dq
@@ -269,6 +336,11 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
   std::fill(s.dv.begin(), s.dv.end(), 0.f);
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
+    prefetch_rows<D>({q, o, d_o}, r0 + kRows, n);
+    prefetch_rows_for_writing<D>(dq, r0 + kRows, n);
+    prefetch_rows_for_writing<D>(dk, r0, n);   // written at the end from the accumulators
+    prefetch_rows_for_writing<D>(dv, r0, n);
+    if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());   // the scaled queries the scores were made of
     copy_rows<D>(d_o, r0, rows, 1.f, s.gb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());  // scores
@@ -281,7 +353,9 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
         std::fill(g, g + ld, 0.f);
         continue;
       }
-      float row_term = 0.f;  // rowsum(d_o * o)
+      // rowsum(d_o * o), summed in d order as the kernel sums d_o . v: for a one-hot row of weights
+      // (o = v_j) the two cancel exactly, as they do in exact arithmetic
+      float row_term = 0.f;
       for (int d = 0; d < D; ++d) row_term += d_o.row(r0 + i)[d] * o.row(r0 + i)[d];
       const vfloat shift = splat(lse[r0 + i]), rt = splat(row_term);
       for (int64_t j = 0; j < ld; j += kLanes) {
@@ -295,8 +369,9 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
     add_transposed_times<D>(s.scores.data(), ld, s.gb.data(), n, s.dv.data());
     add_transposed_times<D>(s.grads.data(), ld, s.qb.data(), n, s.dk.data());
     rows_times<D>(s.grads.data(), ld, s.kc.data(), n, s.ob.data());
+    const vfloat sv = splat(scale);
     for (int64_t i = 0; i < rows; ++i)   // d(scale q) -> dq
-      for (int d = 0; d < D; ++d) dq.row(r0 + i)[d] = s.ob[i * D + d] * scale;
+      for (int d = 0; d < D; d += kLanes) store(dq.row(r0 + i) + d, load(s.ob.data() + i * D + d) * sv);
   }
   scatter<D>(s.dk.data(), n, dk);
   scatter<D>(s.dv.data(), n, dv);
