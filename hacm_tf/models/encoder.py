@@ -76,8 +76,8 @@ class SkeletonEncoder(keras.layers.Layer):
     def embed(self, x: tf.Tensor, joints=None) -> tf.Tensor:
         return self.joints_embed(self.select_joints(x, joints))              # [B, T', V', D]
 
-    def position(self, e: tf.Tensor) -> tf.Tensor:
-        return self.pos_embed(e)
+    def position(self, e: tf.Tensor, training=False) -> tf.Tensor:
+        return self.pos_embed(e, training=training)
 
     def to_manifold(self, mc: tf.Tensor) -> tf.Tensor:
         return self.hyperbolic(mc) if self.use_hyperbolic else mc
@@ -88,7 +88,7 @@ class SkeletonEncoder(keras.layers.Layer):
         return self.norm(tokens, training=training)
 
     def call(self, x, training=False):
-        h = self.to_manifold(self.position(self.embed(x)))                  # [B, T', V', D]
+        h = self.to_manifold(self.position(self.embed(x), training=training))   # [B, T', V', D]
         s = tf.shape(h)
         return self.encode(tf.reshape(h, [s[0], s[1] * s[2], s[3]]), training=training)
 

@@ -151,7 +151,7 @@ class MaskedPretrainer(keras.Model):
 
     def _decode(self, tokens: tf.Tensor, training: bool, out: dict) -> tf.Tensor:
         """[B, T', V', Dd] decoder grid -> predictions [B, T' * V', P]."""
-        h = self.decoder_pos_embed(tokens)
+        h = self.decoder_pos_embed(tokens, training=training)
         s = tf.shape(h)
         h = tf.reshape(h, [s[0], s[1] * s[2], s[3]])
         out["dec_input"] = h
@@ -173,7 +173,7 @@ class MaskedPretrainer(keras.Model):
         cfg = self.cfg
         out = {}
         b = tf.shape(x)[0]
-        mc = self.encoder.position(self.encoder.embed(x))                 # [B, T', V, D]
+        mc = self.encoder.position(self.encoder.embed(x), training=training)   # [B, T', V, D]
         tokens = tf.reshape(mc, [b, self.num_tokens, cfg.dim])            # time-major
         keep = masking.keep_count(self.num_tokens, cfg.mask_ratio)
         if cfg.method == "mamp":
@@ -205,9 +205,9 @@ class MaskedPretrainer(keras.Model):
         joint_major = cfg.switch("ref_token_order")
         flatten = reference.joint_major if joint_major else _time_major
         e = self.encoder.embed(x)                                         # [B, T', V', D]
-        mc = self.encoder.position(e)                                     # [B, T', V', D]
+        mc = self.encoder.position(e, training=training)                  # [B, T', V', D]
         h = self.encoder.to_manifold(mc)                                  # [B, T', V', D]
-        h_t, h_s = tf.gather(h, self.times_t, axis=1), tf.gather(h, self.times_s, axis=1)
+        h_t, h_s = hacm.even_odd_patches(h)                               # at times_t, times_s
         tokens_t = flatten(h_t)                                           # [B, L_t, D]
         tokens_s = _time_major(h_s)                                       # [B, L_s, D] (also in the reference)
         score_t = flatten(self._temporal_scores(mc, out))                 # [B, L_t]

@@ -65,6 +65,17 @@ def token_groups(num_patches: int, num_joints: int, temporal_joint_major: bool =
                        slots, np.argsort(slots))
 
 
+def even_odd_patches(x: tf.Tensor):
+    """The temporal and spatial groups' patches of a grid: x [B, T', ...] -> (x[:, 0::2], x[:, 1::2]),
+    i.e. the gathers at ``TokenGroups.times_t`` and ``times_s``, as one reshape (whose gradient is one
+    stack, where two gathers' is a segment sum each)."""
+    t, rest = x.shape[1], x.shape[2:]
+    if t % 2:
+        x = tf.pad(x, [[0, 0], [0, 1]] + [[0, 0]] * len(rest))
+    even, odd = tf.unstack(tf.reshape(x, [-1, (t + 1) // 2, 2, *rest]), axis=2)
+    return even, odd[:, :t // 2]
+
+
 def temporal_attention(q: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
     """Attention between the even patches of each joint: q, k [B, T_t, V', D] -> [B, V', T_t(query), T_t(key)],
     softmax over key times of q.k / sqrt(D)."""
@@ -116,10 +127,9 @@ def restore_groups(visible: tf.Tensor, mask_token: tf.Tensor, res_t, res_s, keep
     len_t, len_s = res_t.ids_restore.shape[1], res_s.ids_restore.shape[1]
     keep_s = visible.shape[1] - keep_t
 
-    def group(tokens, count, ids_restore):
-        filled = tf.concat([tokens, tf.tile(mask_token, [b, count, 1])], axis=1)
-        return tf.gather(filled, ids_restore, batch_dims=1)
-
-    slots = tf.concat([group(visible[:, :keep_t], len_t - keep_t, res_t.ids_restore),
-                       group(visible[:, keep_t:], len_s - keep_s, res_s.ids_restore)], axis=1)
-    return tf.gather(slots, cell_slots, axis=1)
+    # [visible t, mask tokens t, visible s, mask tokens s] -> slots (each group's ranks) -> cells, as
+    # one permutation per clip
+    filled = tf.concat([visible[:, :keep_t], tf.tile(mask_token, [b, len_t - keep_t, 1]),
+                        visible[:, keep_t:], tf.tile(mask_token, [b, len_s - keep_s, 1])], axis=1)
+    slot_sources = tf.concat([res_t.ids_restore, res_s.ids_restore + len_t], axis=1)     # [B, L]
+    return masking.permute_tokens(filled, tf.gather(slot_sources, cell_slots, axis=1))

@@ -71,3 +71,19 @@ def test_mixed_bfloat16_agrees_with_float32(name, make, in_shape, out_shape, has
     a, b = f32(_input(in_shape)).numpy(), mixed(_input(in_shape)).numpy()
     assert b.dtype == np.float32 and not np.array_equal(a, b)
     assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
+
+
+def test_position_embedding_training_gradients_equal_the_broadcast_gradients():
+    layer = PositionEmbedding(4, 5, 16)
+    rng = np.random.RandomState(2)
+    x = tf.constant(rng.normal(size=(3, 4, 5, 16)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(3, 4, 5, 16)).astype(np.float32))
+
+    def value_and_grads(training):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+        return [y] + tape.gradient(y, [x, layer.joint, layer.temporal], output_gradients=dy)
+
+    for got, want in zip(value_and_grads(True), value_and_grads(False)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)

@@ -2,6 +2,7 @@
 numpy formulas."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from hacm_tf.ops import hacm, masking, reference
@@ -80,3 +81,23 @@ def test_reference_orders():
     np.testing.assert_array_equal(got, np.concatenate([target[:, [0, 2]].reshape(2, 6, 6),
                                                        target[:, [1, 3]].reshape(2, 6, 6)], axis=1))
     assert reference.keep_count(45) == 4
+
+
+@pytest.mark.parametrize("patches", [6, 7])
+def test_even_odd_patches_equal_the_group_gathers_with_gradients(patches):
+    groups = hacm.token_groups(patches, 3)
+    x = tf.constant(RNG.normal(size=(2, patches, 3, 4)).astype(np.float32))
+    weights = [tf.constant(RNG.normal(size=(2, len(t), 3, 4)).astype(np.float32))
+               for t in (groups.times_t, groups.times_s)]
+
+    def value_and_grad(split):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            parts = split(x)
+            loss = sum(tf.reduce_sum(p * w) for p, w in zip(parts, weights))
+        return [p.numpy() for p in parts] + [tape.gradient(loss, x).numpy()]
+
+    got = value_and_grad(hacm.even_odd_patches)
+    want = value_and_grad(lambda t: (tf.gather(t, groups.times_t, axis=1), tf.gather(t, groups.times_s, axis=1)))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

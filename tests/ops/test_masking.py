@@ -79,3 +79,23 @@ def test_normalize_patches_unbiased():
     got = patching.normalize_patches(tf.constant(t)).numpy()
     exp = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, ddof=1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(got, exp, atol=1e-5)
+
+
+def _value_and_grad(fn, x, dy):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+    return y.numpy(), tape.gradient(y, x, output_gradients=dy).numpy()
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_permute_tokens_equals_the_gather_with_its_gradient(batched):
+    rng = np.random.RandomState(5)
+    x = tf.constant(rng.normal(size=(3, 7, 4)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(3, 7, 4)).astype(np.float32))
+    perm = np.stack([rng.permutation(7) for _ in range(3)]) if batched else rng.permutation(7)
+    gather = (lambda t: tf.gather(t, perm, batch_dims=1)) if batched else (lambda t: tf.gather(t, perm, axis=1))
+    got = _value_and_grad(lambda t: M.permute_tokens(t, perm), x, dy)
+    want = _value_and_grad(gather, x, dy)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
