@@ -240,7 +240,8 @@ class MaskedPretrainer(keras.Model):
         father = tf.reduce_mean(tf.stop_gradient(tf.gather(hubs, self.times_s, axis=1)), axis=2,
                                 keepdims=True)                              # [B, T_s, 1, D]
         out.update(father=father)
-        return hacm.spatial_scores(tf.stop_gradient(h_s), father, self.cfg.father_weight, self._distance)
+        return hacm.spatial_scores(tf.stop_gradient(h_s), father, self.cfg.father_weight, self._distance,
+                                   self._pairwise_distance)
 
     def contrast_features(self, x, noise, training=True):
         """Pooled group features [3, B, D] of the cross-contrast: x [N, T, M, V, 3], noise as compute_losses."""
@@ -308,6 +309,13 @@ class MaskedPretrainer(keras.Model):
         if cfg.switch("ref_distance"):
             return reference.distance(u, v, cfg.curvature)
         return hyperbolic.distance(u, v, cfg.curvature)
+
+    def _pairwise_distance(self, points):
+        """_distance between every two of the V' points of each set: [..., V', D] -> [..., V', V']."""
+        cfg = self.cfg
+        if not cfg.hyperbolic:
+            return hyperbolic.euclidean_pairwise(points)
+        return hyperbolic.pairwise_distance(points, cfg.curvature, reference=cfg.switch("ref_distance"))
 
     def call(self, x, training=False):
         """Encoder features of all tokens: [N, T, M, V, 3] -> [N * M, L, D]."""

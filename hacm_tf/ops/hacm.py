@@ -89,18 +89,22 @@ def temporal_scores(attention: tf.Tensor) -> tf.Tensor:
 
 
 def spatial_scores(points: tf.Tensor, father: tf.Tensor, father_weight: float,
-                   distance: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+                   distance: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+                   pairwise: Callable[[tf.Tensor], tf.Tensor] = None) -> tf.Tensor:
     """Spatial-hierarchy score of each joint of each odd patch.
 
     Args:
       points: [B, T_s, V', D] joint embeddings on the manifold.
       father: [B, T_s, 1, D] mean of the hub joints' embeddings.
       distance: (u, v) -> distances over the last axis (Poincare or Euclidean).
+      pairwise: points [..., V', D] -> [..., V', V'] distances between every two of them (the same
+        values as ``distance`` over broadcast pairs, which it defaults to).
     Returns:
       [B, T_s, V'] = sum over joints v of d(p_v, p_u) + father_weight * d(father, p_u).
     """
-    pairwise = distance(points[:, :, :, None], points[:, :, None, :])   # [B, T_s, V'(v), V'(u)]
-    return tf.reduce_sum(pairwise, axis=2) + father_weight * distance(father, points)
+    if pairwise is None:
+        pairwise = lambda p: distance(p[:, :, :, None], p[:, :, None, :])   # noqa: E731
+    return tf.reduce_sum(pairwise(points), axis=2) + father_weight * distance(father, points)
 
 
 def mask_groups(score_t: tf.Tensor, score_s: tf.Tensor, noise_t: tf.Tensor, noise_s: tf.Tensor,

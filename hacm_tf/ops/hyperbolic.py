@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from hacm_tf.ops import native
+
 BALL_EPS = 1e-5      # projection keeps points at radius (1 - 1e-5) / sqrt(c)
 MIN_NORM = 1e-15
 
@@ -64,9 +66,30 @@ def distance(u: tf.Tensor, v: tf.Tensor, c: float = 1.0, reference: bool = False
     standard:  arccosh(1 + 2 c |u - v|^2 / ((1 - c|u|^2)(1 - c|v|^2))) / sqrt(c)
     reference: the official code's arccosh(1 + c (2|u - v|)^2 / (...)) (4|u - v|^2 numerator).
     """
-    diff = tf.norm(u - v, axis=-1)
+    return _distance_from(tf.norm(u - v, axis=-1), tf.reduce_sum(u * u, axis=-1), tf.reduce_sum(v * v, axis=-1),
+                          c, reference)
+
+
+def pairwise_distance(points: tf.Tensor, c: float = 1.0, reference: bool = False) -> tf.Tensor:
+    """distance between every two of the V points of each set: [..., V, D] -> [..., V, V], the same
+    values as distance(points[..., :, None, :], points[..., None, :, :])."""
+    squares = tf.reduce_sum(points * points, axis=-1)                  # [..., V]
+    return _distance_from(euclidean_pairwise(points), squares[..., :, None], squares[..., None, :], c, reference)
+
+
+def euclidean_pairwise(points: tf.Tensor) -> tf.Tensor:
+    """|p_i - p_j| between the V points of each set: [..., V, D] -> [..., V, V]. float32 takes the native
+    op where it is built (hacm_tf.ops.native: no [..., V, V, D] differences in memory; not
+    differentiable), otherwise the broadcast formula."""
+    if points.dtype == tf.float32 and native.available():
+        return native.pairwise_distance(points)
+    return tf.norm(points[..., :, None, :] - points[..., None, :, :], axis=-1)
+
+
+def _distance_from(diff, squares_u, squares_v, c, reference):
+    """The Poincare distance from |u - v| and |u|^2, |v|^2 (see distance)."""
     num = tf.square(2.0 * diff) if reference else 2.0 * tf.square(diff)
-    den = (1.0 - c * tf.reduce_sum(u * u, axis=-1)) * (1.0 - c * tf.reduce_sum(v * v, axis=-1))
+    den = (1.0 - c * squares_u) * (1.0 - c * squares_v)
     arg = 1.0 + c * num / tf.maximum(den, MIN_NORM)
     d = tf.acosh(tf.maximum(arg, 1.0))
     return d if reference else d / tf.sqrt(tf.cast(c, d.dtype))

@@ -61,3 +61,13 @@ def test_gradients_are_finite_at_zero_and_at_the_boundary():
         y = tf.reduce_sum(H.expmap_project(x))
     g = tape.gradient(y, x).numpy()
     assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_pairwise_distance_equals_the_broadcast_distance(reference):
+    rng = np.random.RandomState(4)
+    p = H.project(H.expmap0(tf.constant(rng.normal(size=(2, 3, 6, 8)).astype(np.float32))))
+    got = H.pairwise_distance(p, 1.0, reference).numpy()
+    want = H.distance(p[..., :, None, :], p[..., None, :, :], 1.0, reference).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got.shape == (2, 3, 6, 6)

@@ -228,6 +228,34 @@ def test_dense_gelu_takes_the_native_op_and_checks_shapes(op_library, monkeypatc
     assert "HacmBiasGelu" not in _graph_op_types(lambda x: fused.dense_gelu(x, layer), spec)
 
 
+@needs_compiler
+@pytest.mark.parametrize("shape", [(2, 3, 7, 40), (5, 19), (4, 1, 16), (0, 6, 8)])
+def test_pairwise_distance_matches_float64(op_library, shape):
+    x = (RNG.normal(size=shape) * 0.3).astype(np.float32)   # D = 40, 19: vector and scalar tails
+    got = native.pairwise_distance(tf.constant(x)).numpy()
+    want = np.linalg.norm(x[..., :, None, :].astype(np.float64) - x[..., None, :, :], axis=-1)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got, np.swapaxes(got, -1, -2))      # symmetric to the bit, zero diagonal
+    assert not np.diagonal(got, axis1=-2, axis2=-1).any()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmPairwiseDistance: x must have at least two"):
+        native.pairwise_distance(tf.zeros([3]))
+    points = tf.constant(x)
+    with tf.GradientTape() as tape:                      # registered as not differentiable
+        tape.watch(points)
+        d = native.pairwise_distance(points)
+    assert tape.gradient(d, points) is None
+
+
+@needs_compiler
+def test_pairwise_poincare_distance_takes_the_native_op(op_library, monkeypatch):
+    from hacm_tf.ops import hyperbolic
+    spec = tf.TensorSpec([2, 5, 16], tf.float32)
+    assert "HacmPairwiseDistance" in _graph_op_types(hyperbolic.pairwise_distance, spec)
+    monkeypatch.setenv(native.SWITCH_ENV, "0")
+    assert "HacmPairwiseDistance" not in _graph_op_types(hyperbolic.pairwise_distance, spec)
+
+
 def test_failed_build_falls_back_with_the_reason_logged(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv("CXX", "false")                 # a "compiler" that always fails

@@ -1,4 +1,5 @@
-"""Native training kernels: attention whose N x N scores never reach memory, LayerNorm, bias + GELU.
+"""Native training kernels: attention whose N x N scores never reach memory, LayerNorm, bias + GELU,
+pairwise distances.
 
 A TensorFlow custom op (``attention_op.cc`` on the kernels of ``attention_kernels.h``) that reads
 the packed qkv projection [B, N, 3, H, D] and writes [B, N, H, D] (no transposes), built on
@@ -10,7 +11,8 @@ pass recomputes the weights from q, k and the saved log-sum-exp. Heads run in pa
 TensorFlow's intra-op threads. The LayerNorm op (``layer_norm_op.cc``) makes one pass per row
 statistic while the row sits in cache, in both passes; the bias + GELU op (``gelu_op.cc``) adds the
 MLP's first bias and applies the exact GELU in one pass, and its gradient sums the bias gradient in
-the same pass.
+the same pass; the pairwise-distance op (``pairwise_op.cc``, for the spatial criterion's joints)
+subtracts and squares in registers what a broadcast formula writes to memory as [..., V, V, D].
 
 Optional by design: under XLA compilation (``--jit_compile``), without a compiler, with
 ``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other than 16/32/48/64, for bfloat16 inputs, or if
@@ -38,9 +40,11 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
 SOURCE_DIR = Path(__file__).resolve().parent
-KERNEL_SOURCES = ("attention_kernels.cc", "layer_norm_kernels.cc", "gelu_kernels.cc")   # for the host CPU
-OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc", "gelu_op.cc")                     # TensorFlow ops
-SOURCES = ("attention.h", "attention_kernels.h", "layer_norm.h", "gelu.h", "op_util.h") + KERNEL_SOURCES + OP_SOURCES
+KERNEL_SOURCES = ("attention_kernels.cc", "layer_norm_kernels.cc", "gelu_kernels.cc",   # for the host CPU
+                  "pairwise_kernels.cc")
+OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc", "gelu_op.cc", "pairwise_op.cc")  # TensorFlow ops
+SOURCES = (("attention.h", "attention_kernels.h", "layer_norm.h", "gelu.h", "pairwise.h", "op_util.h")
+           + KERNEL_SOURCES + OP_SOURCES)
 SWITCH_ENV = "HACM_TF_NATIVE_KERNELS"
 CACHE_ENV = "HACM_TF_CACHE"
 HEAD_DIMS = (16, 32, 48, 64)
@@ -51,6 +55,7 @@ KERNEL_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-std=c++17", "-fP
 OP_FLAGS = ("-O2", "-fPIC", "-w")
 
 _log = logging.getLogger(__name__)
+tf.no_gradient("HacmPairwiseDistance")   # read under stop_gradient (the spatial criterion)
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -218,6 +223,13 @@ def bias_gelu(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
         return ops.hacm_bias_gelu(h, bias), lambda dy: ops.hacm_bias_gelu_grad(h, bias, dy)
 
     return activate(h, tf.convert_to_tensor(bias))
+
+
+def pairwise_distance(x: tf.Tensor) -> tf.Tensor:
+    """Euclidean distances |x_i - x_j| between the V points of each set: x [..., V, D] float32 ->
+    [..., V, V], from the differences in registers (the broadcast formula writes [..., V, V, D]). Not
+    differentiable. Requires ``available()``."""
+    return load().hacm_pairwise_distance(x)
 
 
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
