@@ -31,35 +31,38 @@ inline const NextHead* next_head(const Geometry& g, const float* qkv, int64_t h,
   return next;
 }
 
-template <int D>
-void forward_range(const Geometry& g, const float* qkv, int64_t begin, int64_t end, float* out, float* lse) {
+// fn(h, at, q, scratch, next) for the heads h in [begin, end): q points at head h's queries in qkv,
+// next at head h + 1's k and v rows when that head is in the range; one scratch per range.
+template <int D, class Fn>
+void each_head(const Geometry& g, const float* qkv, int64_t begin, int64_t end, Fn fn) {
   Scratch scratch;
   scratch.resize(g.tokens, D);
   NextHead next;
   for (int64_t h = begin; h < end; ++h) {
     const HeadAt at(g, h);
-    const float* q = qkv + at.packed;
-    forward_head<D>({q, at.packed_stride}, {q + at.part, at.packed_stride}, {q + 2 * at.part, at.packed_stride},
-                    g.tokens, g.scale, {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch,
-                    next_head(g, qkv, h, end, &next));
+    fn(h, at, qkv + at.packed, scratch, next_head(g, qkv, h, end, &next));
   }
+}
+
+template <int D>
+void forward_range(const Geometry& g, const float* qkv, int64_t begin, int64_t end, float* out, float* lse) {
+  each_head<D>(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const float* q, Scratch& s, const NextHead* next) {
+    const int64_t ps = at.packed_stride;
+    forward_head<D>({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, g.tokens, g.scale,
+                    {out + at.plain, at.plain_stride}, lse + h * g.tokens, s, next);
+  });
 }
 
 template <int D>
 void backward_range(const Geometry& g, const float* qkv, const float* out, const float* lse, const float* d_out,
                     int64_t begin, int64_t end, float* d_qkv) {
-  Scratch scratch;
-  scratch.resize(g.tokens, D);
-  NextHead next;
-  for (int64_t h = begin; h < end; ++h) {
-    const HeadAt at(g, h);
-    const float* q = qkv + at.packed;
-    float* dq = d_qkv + at.packed;
+  each_head<D>(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const float* q, Scratch& s, const NextHead* next) {
     const int64_t ps = at.packed_stride;
+    float* dq = d_qkv + at.packed;
     backward_head<D>({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, {out + at.plain, at.plain_stride},
                      {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
-                     {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch, next_head(g, qkv, h, end, &next));
-  }
+                     {dq + at.part, ps}, {dq + 2 * at.part, ps}, s, next);
+  });
 }
 
 }  // namespace
