@@ -77,7 +77,7 @@ def permute_tokens(x: tf.Tensor, perm) -> tf.Tensor:
     The gradient is the inverse permutation's gather (TensorFlow's gather gradient is a segment sum
     over every token, several times slower at the decoder's [64, 432, 256]).
     """
-    perm = tf.convert_to_tensor(perm, tf.int32)
+    perm = tf.cast(perm, tf.int32)
     batched = perm.shape.rank == 2
 
     @tf.custom_gradient

@@ -152,6 +152,7 @@ def build(force: bool = False) -> Path:
     return target
 
 
+@tf.autograph.experimental.do_not_convert   # called while tracing: the build runs as plain Python
 def load():
     """The loaded op module, or None when the kernels are off or cannot be built (reason logged once)."""
     if not enabled():
