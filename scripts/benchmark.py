@@ -4,7 +4,7 @@
   python scripts/benchmark.py --suite=pretrain [--methods=hacm,mamp,mae] [--batch_size=32] [--xla=both]
   python scripts/benchmark.py --suite=finetune [--methods=hacm,mamp] [--batch_size=32]
   python scripts/benchmark.py --suite=inference [--methods=hacm,mamp] [--batch_sizes=1,64] [--runtimes=...]
-  python scripts/benchmark.py --suite=profile [--methods=hacm] [--batch_size=8]
+  python scripts/benchmark.py --suite=profile [--methods=hacm] [--batch_size=8] [--serial_ops]
   python scripts/benchmark.py --suite=scale [--scale_batches=8,16,32,64] [--scale_windows=36,72,108,144]
   python scripts/benchmark.py --suite=kernels [--batch_size=32] [--precision=mixed_bfloat16]
   python scripts/benchmark.py --suite=reference [--torch_python=VENV/bin/python] [--batch_size=32]
@@ -15,7 +15,9 @@ ms per step or batch, FLOPs per sample and achieved FLOP/s as a fraction of this
 matmul peak, at the paper's sizes; each configuration runs in its own process so its peak memory is
 its own.
 ``profile``: pretraining FLOPs counted by TensorFlow's profiler beside the analytic count, and where the
-kernel time of a step goes (matmul, element-wise, layout, softmax, ...; no XLA, from a profiler trace).
+kernel time of a step goes (matmul, element-wise, layout, softmax, ...; no XLA, from a profiler trace);
+--serial_ops runs the ops one at a time, so that each op's share is its own cost (by default small ops
+overlap the matmuls on the shared cores and their trace times add up).
 ``scale``: HA-CM pretraining step time (XLA) against batch size and window length (tokens); --plot
 writes a PNG.
 ``kernels``: each kernel of a transformer training step alone at the step's shapes (HA-CM decoder, 432
@@ -61,6 +63,9 @@ flags.DEFINE_bool("fused_kernels", True, "pretrain / finetune: XLA-fused GELU, L
 flags.DEFINE_bool("native_kernels", True, "pretrain / finetune / profile / kernels: the native attention and "
                   "LayerNorm ops where built (hacm_tf.ops.native; sets HACM_TF_NATIVE_KERNELS for the "
                   "measuring processes).")
+flags.DEFINE_bool("serial_ops", False, "profile: run the step's ops one at a time (inter-op parallelism 1), so "
+                  "that each op's trace time is its own cost (by default ops sharing the cores overlap and "
+                  "their times add up).")
 flags.DEFINE_string("plot", None, "scale: also write a PNG plot here.")
 flags.DEFINE_string("output", None, "Also write the JSON here.")
 flags.DEFINE_string("torch_python", sys.executable, "reference: a python that has PyTorch (e.g. a venv's).")
@@ -89,6 +94,8 @@ def main(argv):
         for spec in specs:
             if FLAGS.steps:
                 spec["steps"] = FLAGS.steps
+            if FLAGS.serial_ops and FLAGS.suite == "profile":
+                spec["serial_ops"] = True
         compute = ComputeConfig(remat=FLAGS.remat, precision=FLAGS.precision, micro_batches=FLAGS.micro_batches,
                                 fused_kernels=FLAGS.fused_kernels).validate()
         result = suites.measured_suite(FLAGS.suite, specs, compute, log=lambda line: print(line, file=sys.stderr),

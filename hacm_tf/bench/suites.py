@@ -24,9 +24,21 @@ LATENCY_CALLS = 50          # timed calls at batch 1, for a stable 95th percenti
 TORCH_BLOCK = os.path.join(presets.REPO, "scripts", "torch_block.py")
 
 
+def apply_process_settings(spec: dict) -> None:
+    """Process-wide settings of a measurement, before TensorFlow runs anything: ``serial_ops`` (profile)
+    runs a step's ops one at a time (inter-op parallelism 1), so that each op's time in the trace is
+    its own cost; by default ops that share the cores overlap and their trace times add up."""
+    import tensorflow as tf
+
+    if spec.get("serial_ops"):
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def measure_one(spec: dict) -> dict:
     """One measurement in this process. ``spec``: kind (pretrain | finetune | inference | profile), method,
-    batch_size, steps, window (optional), runtime (inference), and ComputeConfig fields."""
+    batch_size, steps, window (optional), runtime (inference), serial_ops (profile), and ComputeConfig
+    fields."""
+    apply_process_settings(spec)
     kind, method = spec["kind"], spec["method"]
     changes = {"window": spec["window"]} if spec.get("window") else {}
     cfg = presets.paper_model_config(method, finetune=kind == "finetune", **changes)
@@ -34,7 +46,8 @@ def measure_one(spec: dict) -> dict:
     compute = ComputeConfig(**{k: v for k, v in spec.items() if k in fields}).validate()
     batch, steps = spec["batch_size"], spec.get("steps")
     if kind == "profile":
-        return measure.pretrain_profile(cfg, batch, steps or 2, compute=compute)
+        return {**measure.pretrain_profile(cfg, batch, steps or 2, compute=compute),
+                "serial_ops": bool(spec.get("serial_ops"))}
     if kind == "pretrain":
         return measure.pretrain_throughput(cfg, batch, steps or 3, compute=compute)
     if kind == "finetune":

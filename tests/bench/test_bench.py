@@ -1,6 +1,9 @@
 """FLOP counts from the architecture agree with PyTorch's FLOP counter on the official code
 (../shared/BENCHMARKS.md: GFLOPs per clip)."""
 
+import subprocess
+import sys
+
 import pytest
 
 from hacm_tf.bench import flops, measure, profile
@@ -242,3 +245,12 @@ def test_benchmark_script_runs_a_suite_each_configuration_in_its_own_process(tmp
     assert all(row["samples_per_second"] > 0 and row["share_of_peak"] > 0 for row in result["rows"])
     assert all(0 < row["latency_ms_median"] <= row["latency_ms_p95"] for row in result["rows"])
     assert result["matmul_peak_gflops"] > 0 and "| hacm | 1 |" in result["markdown"]
+
+
+def test_serial_ops_setting_runs_one_op_at_a_time_in_the_measuring_process():
+    code = ("from hacm_tf.bench import suites; suites.apply_process_settings({'serial_ops': True}); "
+            "import tensorflow as tf; tf.constant(1.0) + 1.0; "
+            "print(tf.config.threading.get_inter_op_parallelism_threads())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "1"
