@@ -107,13 +107,18 @@ def _float32_dense(x: tf.Tensor, layer) -> bool:
     return x.dtype == tf.float32 and layer.compute_dtype == "float32" and layer.use_bias
 
 
+def _dense_then(finish, x: tf.Tensor, layer) -> tf.Tensor:
+    """finish(x @ kernel, bias) of a Keras Dense ``layer`` over x [..., D] as rows, with _matmul."""
+    kernel = tf.convert_to_tensor(layer.kernel)
+    return _on_rows(lambda rows: finish(_matmul(rows, kernel), layer.bias), x, layer.units)
+
+
 def dense(x: tf.Tensor, layer) -> tf.Tensor:
-    """layer(x) for a Keras Dense ``layer`` with bias: [..., D] -> [..., units]. In float32 the weight
+    """layer(x) for a Keras Dense ``layer`` with bias: [..., D] -> [..., units]. In float32 the
     gradients take the faster orientations (_matmul); otherwise the layer itself."""
     if not _float32_dense(x, layer):
         return layer(x)
-    kernel = tf.convert_to_tensor(layer.kernel)
-    return _on_rows(lambda rows: tf.nn.bias_add(_matmul(rows, kernel), layer.bias), x, layer.units)
+    return _dense_then(tf.nn.bias_add, x, layer)
 
 
 def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
@@ -124,8 +129,7 @@ def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
     """
     if not (_float32_dense(x, layer) and native.available()):
         return gelu(layer(x))
-    kernel = tf.convert_to_tensor(layer.kernel)
-    return _on_rows(lambda rows: native.bias_gelu(_matmul(rows, kernel), layer.bias), x, layer.units)
+    return _dense_then(native.bias_gelu, x, layer)
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:

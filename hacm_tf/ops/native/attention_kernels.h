@@ -205,6 +205,7 @@ struct MutableRows {
   float* base;
   int64_t stride;
   float* row(int64_t j) const { return base + j * stride; }
+  operator Rows() const { return {base, stride}; }
 };
 
 // dense[n][D] = the head's rows.
@@ -241,17 +242,16 @@ inline void copy_rows(Rows x, int64_t r0, int64_t rows, float scale, float* bloc
 // Reads rows [r0, r0 + kRows) of each array into cache ahead of their use (for writing: `write`);
 // a head's rows are a few KB apart, which the hardware prefetchers do not follow.
 template <int D>
-inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_t n) {
+inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_t n, bool write = false) {
   const int64_t r1 = std::min(r0 + kRows, n);
   for (const Rows& a : arrays)
     for (int64_t r = r0; r < r1; ++r)
-      for (int d = 0; d < D; d += 64 / sizeof(float)) __builtin_prefetch(a.row(r) + d, 0);
-}
-template <int D>
-inline void prefetch_rows_for_writing(MutableRows a, int64_t r0, int64_t n) {
-  const int64_t r1 = std::min(r0 + kRows, n);
-  for (int64_t r = r0; r < r1; ++r)
-    for (int d = 0; d < D; d += 64 / sizeof(float)) __builtin_prefetch(a.row(r) + d, 1);
+      for (int d = 0; d < D; d += 64 / sizeof(float)) {
+        if (write)
+          __builtin_prefetch(a.row(r) + d, 1);
+        else
+          __builtin_prefetch(a.row(r) + d, 0);
+      }
 }
 
 // Per-thread buffers for one head of n tokens.
@@ -287,7 +287,7 @@ void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o,
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
     prefetch_rows<D>({q}, r0 + kRows, n);
-    prefetch_rows_for_writing<D>(o, r0 + kRows, n);
+    prefetch_rows<D>({o}, r0 + kRows, n, true);
     if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());
@@ -337,9 +337,8 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
     prefetch_rows<D>({q, o, d_o}, r0 + kRows, n);
-    prefetch_rows_for_writing<D>(dq, r0 + kRows, n);
-    prefetch_rows_for_writing<D>(dk, r0, n);   // written at the end from the accumulators
-    prefetch_rows_for_writing<D>(dv, r0, n);
+    prefetch_rows<D>({dq}, r0 + kRows, n, true);
+    prefetch_rows<D>({dk, dv}, r0, n, true);   // written at the end from the accumulators
     if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());   // the scaled queries the scores were made of
     copy_rows<D>(d_o, r0, rows, 1.f, s.gb.data());
