@@ -1,6 +1,7 @@
 // Bias + exact GELU, forward and backward, one pass over memory each. Phi(z) = erfc(-z / sqrt 2) / 2
 // with erfc as Eigen's float erfc (rational approximations on |x| <= 1 and 1 < |x| <= 11, a few ulps,
-// accurate in the tails), sharing exp(-z^2 / 2) with the density phi(z) of the gradient.
+// accurate in the tails; the large-x ratio with one division), sharing exp(-z^2 / 2) with the density
+// phi(z) of the gradient.
 #include "gelu.h"
 
 #include "attention_kernels.h"  // vfloat, kLanes, load, store, splat, vexp
@@ -32,11 +33,13 @@ inline void normal(vfloat z, vfloat& cdf, vfloat& pdf) {
   constexpr float alpha[] = {5.61802298761904239654541015625e-04f, -4.91381669417023658752441406250e-03f,
                              2.67075151205062866210937500000e-02f, -1.12800106406211853027343750000e-01f,
                              3.76122951507568359375000000000e-01f, -1.12837910652160644531250000000e+00f};
-  constexpr float gamma[] = {1.0208116471767425537109375e-01f, 4.2920666933059692382812500e-01f,
-                             3.2379078865051269531250000e-01f, 5.3971976041793823242187500e-02f};
-  constexpr float delta[] = {1.7251677811145782470703125e-02f, 3.9137163758277893066406250e-01f,
-                             1.0000000000000000000000000e+00f, 6.2173241376876831054687500e-01f,
-                             9.5662862062454223632812500e-02f};
+  // Eigen's large-x ratio P(1/x^2) / (x Q(1/x^2)) with both polynomials times x^8: x P'(x^2) / Q'(x^2),
+  // one division (the coefficients in reverse order; all positive, no cancellation)
+  constexpr float gamma[] = {5.3971976041793823242187500e-02f, 3.2379078865051269531250000e-01f,
+                             4.2920666933059692382812500e-01f, 1.0208116471767425537109375e-01f};
+  constexpr float delta[] = {9.5662862062454223632812500e-02f, 6.2173241376876831054687500e-01f,
+                             1.0000000000000000000000000e+00f, 3.9137163758277893066406250e-01f,
+                             1.7251677811145782470703125e-02f};
   vfloat x = z * splat(-0.70710678118654752440f);  // Phi(z) = erfc(x) / 2
   x = select(x, splat(-11.f), splat(-11.f), x);
   x = select(splat(11.f), x, splat(11.f), x);
@@ -48,8 +51,7 @@ inline void normal(vfloat z, vfloat& cdf, vfloat& pdf) {
   const vfloat x2_lo = vfloat{};
 #endif
   const vfloat e = vexp(-x2);  // exp(-z^2 / 2), up to x's clamp
-  const vfloat q2 = splat(1.f) / x2;
-  const vfloat ratio = polynomial(q2, gamma) / (x * polynomial(q2, delta));
+  const vfloat ratio = x * polynomial(x2, gamma) / polynomial(x2, delta);
   const vfloat erfc_large = (e - e * x2_lo) * ratio + select(x, vfloat{}, splat(2.f), vfloat{});
   cdf = splat(0.5f) * select(splat(1.f), x2, erfc_large, erfc_small);
   pdf = e * splat(0.39894228040143267794f);
