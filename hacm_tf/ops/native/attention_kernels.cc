@@ -42,6 +42,7 @@ void each_head(const Geometry& g, const float* qkv, int64_t begin, int64_t end, 
     const HeadAt at(g, h);
     fn(h, at, qkv + at.packed, scratch, next_head(g, qkv, h, end, &next));
   }
+  stream_fence();  // the streamed results are written before the range is reported done
 }
 
 template <int D>

@@ -17,7 +17,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <vector>
-#if defined(__AVX512F__) || defined(__AVX__)
+#if defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -52,6 +52,25 @@ inline vfloat load(const float* p) {
   return v;
 }
 inline void store(float* p, vfloat v) { std::memcpy(p, &v, sizeof(v)); }
+
+// A store that bypasses the caches (p aligned to a vector): for results the op writes once and does
+// not read again, so their lines are not first read from memory. Ordered by stream_fence().
+inline void stream(float* p, vfloat v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, __m512(v));
+#elif defined(__AVX__)
+  _mm256_stream_ps(p, __m256(v));
+#elif defined(__SSE__)
+  _mm_stream_ps(p, __m128(v));
+#else
+  store(p, v);
+#endif
+}
+inline void stream_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
 
 // exp(x) per lane, x <= 88: range reduction x = n ln2 + r, |r| <= ln2 / 2, then
 // 1 + r + r^2 (c0 + c1 r + c2 r^2 + c3 r^3) (least-squares fit of the relative error: at most 1.7e-7,
@@ -250,7 +269,25 @@ struct MutableRows {
   int64_t stride;
   float* row(int64_t j) const { return base + j * stride; }
   operator Rows() const { return {base, stride}; }
+  // every row starts on a vector boundary (TensorFlow's buffers are 64-byte aligned; a head's rows
+  // are D floats at a multiple of D), so rows can be written with stream()
+  bool vector_aligned() const {
+    return reinterpret_cast<uintptr_t>(base) % sizeof(vfloat) == 0 && stride % kLanes == 0;
+  }
 };
+
+// row i of `rows` (D floats from `from`, times `factor`), streamed where the rows are aligned.
+template <int D>
+inline void write_row(MutableRows rows, int64_t i, const float* from, vfloat factor, bool aligned) {
+  float* to = rows.row(i);
+  for (int d = 0; d < D; d += kLanes) {
+    const vfloat x = load(from + d) * factor;
+    if (aligned)
+      stream(to + d, x);
+    else
+      store(to + d, x);
+  }
+}
 
 // dense[n][D] = the head's rows.
 template <int D>
@@ -258,10 +295,11 @@ inline void gather(Rows b, int64_t n, float* dense) {
   for (int64_t j = 0; j < n; ++j) std::memcpy(dense + j * D, b.row(j), sizeof(float) * D);
 }
 
-// the head's rows back into a larger array.
+// the head's rows back into a larger array (streamed where aligned).
 template <int D>
 inline void scatter(const float* dense, int64_t n, MutableRows b) {
-  for (int64_t j = 0; j < n; ++j) std::memcpy(b.row(j), dense + j * D, sizeof(float) * D);
+  const bool aligned = b.vector_aligned();
+  for (int64_t j = 0; j < n; ++j) write_row<D>(b, j, dense + j * D, splat(1.f), aligned);
 }
 
 // The head's rows times `factor`, transposed into panels of kPanel columns, zero beyond column n:
@@ -335,12 +373,12 @@ void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o,
   static_assert(kRows <= kLanes, "a block's row statistics fit one vector");
   const int64_t ld = round_up(n, kPanel);
   const int64_t vec_n = n / kLanes * kLanes;
+  const bool o_aligned = o.vector_aligned();
   pack_panels<D>(k, n, ld, kLog2e, s.kt.data());  // for the scores
   gather<D>(v, n, s.vc.data());          // for the weighted sum
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
     prefetch_rows<D>({q}, r0 + kRows, n);
-    prefetch_rows<D>({o}, r0 + kRows, n, true);
     if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());
@@ -372,7 +410,7 @@ void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o,
     for (int64_t i = 0; i < rows; ++i) {
       lse[r0 + i] = row_lse[i];
       const vfloat inverse = splat(inverse_sums[i]);
-      for (int d = 0; d < D; d += kLanes) store(o.row(r0 + i) + d, load(s.ob.data() + i * D + d) * inverse);
+      write_row<D>(o, r0 + i, s.ob.data() + i * D, inverse, o_aligned);
     }
   }
 }
@@ -382,6 +420,7 @@ template <int D>
 void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, int64_t n, float scale,
                    MutableRows dq, MutableRows dk, MutableRows dv, Scratch& s, const NextHead* next = nullptr) {
   const int64_t ld = round_up(n, kPanel);
+  const bool dq_aligned = dq.vector_aligned();
   pack_panels<D>(k, n, ld, kLog2e, s.kt.data());  // for the scores, in base 2 (as forward_head)
   gather<D>(k, n, s.kc.data());                    // for dq
   pack_panels<D>(v, n, ld, 1.f, s.vt.data());     // for the weights' gradient
@@ -390,8 +429,6 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
     prefetch_rows<D>({q, o, d_o}, r0 + kRows, n);
-    prefetch_rows<D>({dq}, r0 + kRows, n, true);
-    prefetch_rows<D>({dk, dv}, r0, n, true);   // written at the end from the accumulators
     if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());   // the scaled queries the scores were made of
     copy_rows<D>(d_o, r0, rows, 1.f, s.gb.data());
@@ -423,7 +460,7 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
     rows_times<D>(s.grads.data(), ld, s.kc.data(), n, s.ob.data());
     const vfloat sv = splat(scale);
     for (int64_t i = 0; i < rows; ++i)   // d(scale q) -> dq
-      for (int d = 0; d < D; d += kLanes) store(dq.row(r0 + i) + d, load(s.ob.data() + i * D + d) * sv);
+      write_row<D>(dq, r0 + i, s.ob.data() + i * D, sv, dq_aligned);
   }
   scatter<D>(s.dk.data(), n, dk);
   scatter<D>(s.dv.data(), n, dv);
