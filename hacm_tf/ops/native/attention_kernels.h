@@ -72,32 +72,24 @@ inline void stream_fence() {
 #endif
 }
 
-// exp(x) per lane, x <= 88: range reduction x = n ln2 + r, |r| <= ln2 / 2, then
-// 1 + r + r^2 (c0 + c1 r + c2 r^2 + c3 r^3) (least-squares fit of the relative error: at most 1.7e-7,
-// about one float32 rounding) times 2^n; inputs below -87 give 0 or a denormal.
-inline vfloat vexp(vfloat x) {
-  const vfloat ln2_hi = splat(0.693359375f), ln2_lo = splat(-2.12194440e-4f);
-  x = x > splat(-100.f) ? x : splat(-100.f);
+// The nearest integer per lane (|x| < 2^22).
+inline vfloat round_to_integer(vfloat x) {
 #ifdef __AVX512F__
-  const __m512 n = _mm512_roundscale_ps(__m512(x * splat(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const vfloat nv = vfloat(n);
+  return vfloat(_mm512_roundscale_ps(__m512(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 #else
   const vfloat magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const vfloat nv = (x * splat(1.44269504088896341f) + magic) - magic;
+  return (x + magic) - magic;
 #endif
-  const vfloat r = (x - nv * ln2_hi) - nv * ln2_lo;
-  vfloat p = splat(0.008333842270076275f);
-  p = p * r + splat(0.04189859703183174f);
-  p = p * r + splat(0.1666688621044159f);
-  p = p * r + splat(0.49999141693115234f);
-  p = p * (r * r) + r + splat(1.0f);
+}
+
+// p 2^n per lane for integer-valued n >= -252 (scalef takes any n; the exponent bits are built in two
+// factors, so that n down to -252 stays representable).
+inline vfloat times_power_of_two(vfloat p, vfloat n) {
 #ifdef __AVX512F__
-  return vfloat(_mm512_scalef_ps(__m512(p), n));
+  return vfloat(_mm512_scalef_ps(__m512(p), __m512(n)));
 #else
-  // 2^n through the exponent bits, split in two factors so that n down to -144 stays representable
-  vint half = __builtin_convertvector(nv, vint) >> 1;
-  vint other = __builtin_convertvector(nv, vint) - half;
+  vint half = __builtin_convertvector(n, vint) >> 1;
+  vint other = __builtin_convertvector(n, vint) - half;
   vint b1 = (half + 127) << 23, b2 = (other + 127) << 23;
   vfloat s1, s2;
   std::memcpy(&s1, &b1, sizeof(b1));
@@ -106,37 +98,39 @@ inline vfloat vexp(vfloat x) {
 #endif
 }
 
+// exp(x) per lane, x <= 88: range reduction x = n ln2 + r, |r| <= ln2 / 2, then
+// 1 + r + r^2 (c0 + c1 r + c2 r^2 + c3 r^3) (least-squares fit of the relative error: at most 1.7e-7,
+// about one float32 rounding) times 2^n; inputs below -87 give 0 or a denormal.
+inline vfloat vexp(vfloat x) {
+  const vfloat ln2_hi = splat(0.693359375f), ln2_lo = splat(-2.12194440e-4f);
+  x = x > splat(-100.f) ? x : splat(-100.f);
+  const vfloat n = round_to_integer(x * splat(1.44269504088896341f));
+  const vfloat r = (x - n * ln2_hi) - n * ln2_lo;
+  vfloat p = splat(0.008333842270076275f);
+  p = p * r + splat(0.04189859703183174f);
+  p = p * r + splat(0.1666688621044159f);
+  p = p * r + splat(0.49999141693115234f);
+  p = p * (r * r) + r + splat(1.0f);
+  return times_power_of_two(p, n);
+}
+
 // 2^x per lane for finite x: x = n + r, n the nearest integer, |r| <= 1/2 (exact), then a degree-5
 // polynomial in r (fit of the relative error: at most 1.7e-7 with fused multiply-adds) times 2^n;
 // inputs below -150 give 0. The attention works in base 2 (its scores scaled by log2 e): no ln 2
 // reduction steps.
 inline vfloat vexp2(vfloat x) {
-#ifdef __AVX512F__
-  const __m512 n = _mm512_roundscale_ps(__m512(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const vfloat nv = vfloat(n);
-#else
-  x = x > splat(-150.f) ? x : splat(-150.f);  // scalef takes any n; the exponent bits below do not
-  const vfloat magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const vfloat nv = (x + magic) - magic;
+#ifndef __AVX512F__
+  x = x > splat(-150.f) ? x : splat(-150.f);  // for the rounding and the exponent bits
 #endif
-  const vfloat r = x - nv;
+  const vfloat n = round_to_integer(x);
+  const vfloat r = x - n;
   vfloat p = splat(0.001326472731307149f);
   p = p * r + splat(0.009671512991189957f);
   p = p * r + splat(0.05550733581185341f);
   p = p * r + splat(0.24022242426872253f);
   p = p * r + splat(0.6931470036506653f);
   p = p * r + splat(1.0f);
-#ifdef __AVX512F__
-  return vfloat(_mm512_scalef_ps(__m512(p), n));
-#else
-  vint half = __builtin_convertvector(nv, vint) >> 1;  // 2^n in two factors, as in vexp
-  vint other = __builtin_convertvector(nv, vint) - half;
-  vint b1 = (half + 127) << 23, b2 = (other + 127) << 23;
-  vfloat s1, s2;
-  std::memcpy(&s1, &b1, sizeof(b1));
-  std::memcpy(&s2, &b2, sizeof(b2));
-  return p * s1 * s2;
-#endif
+  return times_power_of_two(p, n);
 }
 
 inline float hsum(vfloat v) {
