@@ -262,7 +262,6 @@ struct MutableRows {
   float* base;
   int64_t stride;
   float* row(int64_t j) const { return base + j * stride; }
-  operator Rows() const { return {base, stride}; }
   // every row starts on a vector boundary (TensorFlow's buffers are 64-byte aligned; a head's rows
   // are D floats at a multiple of D), so rows can be written with stream()
   bool vector_aligned() const {
@@ -321,19 +320,14 @@ inline void copy_rows(Rows x, int64_t r0, int64_t rows, float scale, float* bloc
   std::fill(block + rows * D, block + kRows * D, 0.f);
 }
 
-// Reads rows [r0, r0 + kRows) of each array into cache ahead of their use (for writing: `write`);
-// a head's rows are a few KB apart, which the hardware prefetchers do not follow.
+// Reads rows [r0, r0 + kRows) of each array into cache ahead of their use; a head's rows are a few KB
+// apart, which the hardware prefetchers do not follow.
 template <int D>
-inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_t n, bool write = false) {
+inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_t n) {
   const int64_t r1 = std::min(r0 + kRows, n);
   for (const Rows& a : arrays)
     for (int64_t r = r0; r < r1; ++r)
-      for (int d = 0; d < D; d += 64 / sizeof(float)) {
-        if (write)
-          __builtin_prefetch(a.row(r) + d, 1);
-        else
-          __builtin_prefetch(a.row(r) + d, 0);
-      }
+      for (int d = 0; d < D; d += 64 / sizeof(float)) __builtin_prefetch(a.row(r) + d, 0);
 }
 
 // Per-thread buffers for one head of n tokens.
