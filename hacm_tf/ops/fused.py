@@ -217,10 +217,13 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
 def packed_attention(qkv: tf.Tensor, scale: float) -> tf.Tensor:
     """Multi-head softmax(scale q k^T) v from the packed projection: [B, N, 3, H, Dh] -> [B, N, H, Dh].
 
-    float32 with the native op: read and written in place (no head transposes, no scaled copy of q);
-    otherwise heads-major transposes around attention_xla.
+    float32 with the native op, and bfloat16 with its AMX kernels (hacm_tf.ops.native.amx_available):
+    read and written in place (no head transposes, no scaled copy of q); otherwise heads-major
+    transposes around attention_xla.
     """
-    if qkv.dtype == tf.float32 and native.available(qkv.shape[-1]):
+    head_dim = qkv.shape[-1]
+    if ((qkv.dtype == tf.float32 and native.available(head_dim))
+            or (qkv.dtype == tf.bfloat16 and native.amx_available(head_dim))):
         return native.attention_packed(qkv, scale)
     return packed_attention_xla(qkv, scale)
 

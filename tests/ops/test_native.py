@@ -81,6 +81,51 @@ def test_bfloat16_inputs_give_bfloat16_results(op_library):
     np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want, atol=5e-2)
 
 
+def _amx_or_skip():
+    if not native.amx_available(32):
+        pytest.skip("this CPU, build or OS has no AMX-BF16 tiles (the bfloat16 attention falls back)")
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(2, 37, 3, 2, 32), (1, 64, 3, 3, 32), (1, 5, 3, 1, 32), (1, 100, 3, 2, 32)])
+def test_bfloat16_attention_on_amx_tiles_matches_float64(op_library, shape):
+    _amx_or_skip()
+    scale = shape[-1] ** -0.5
+    qkv = tf.cast(RNG.normal(size=shape) * 1.5, tf.bfloat16)   # the float64 reference sees the same values
+    d_out = tf.cast(RNG.normal(size=shape[:2] + shape[3:]), tf.bfloat16)
+    got = _value_and_grads(lambda t: native.attention_packed(t, scale), [qkv], d_out)
+    want = _value_and_grads(lambda t: _plain_packed(t, scale), [tf.cast(qkv, tf.float64)], d_out)
+    assert "HacmAttention" in _graph_op_types(lambda t: native.attention_packed(t, scale),
+                                              tf.TensorSpec(shape, tf.bfloat16))
+    for name, g, w in zip(("out", "d_qkv"), got, want):
+        assert g.dtype == tf.bfloat16.as_numpy_dtype and g.shape == w.shape
+        # bfloat16 rounding (2^-9 relative) of the results and of the weights before their products
+        np.testing.assert_allclose(g.astype(np.float64), w, rtol=0, atol=8e-3 * np.abs(w).max(), err_msg=name)
+    ops = native.load()   # the log-sum-exp in float32, to float32 rounding of the float32 sums
+    lse = ops.hacm_attention(qkv, scale=scale)[1].numpy()
+    q, k = (tf.transpose(tf.cast(qkv, tf.float64)[:, :, i], [0, 2, 1, 3]) for i in (0, 1))
+    want_lse = tf.reduce_logsumexp(scale * tf.matmul(q, k, transpose_b=True), axis=-1).numpy()
+    np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_bfloat16_attention_on_amx_tiles_saturated_and_rejected_shapes(op_library):
+    _amx_or_skip()
+    ops = native.load()
+    qkv = np.zeros((1, 20, 3, 1, 32), np.float32)
+    qkv[:, :, 0, :, 0] = 60.0                                 # scores up to +-60 k: one-hot rows
+    qkv[:, :, 1:] = np.random.RandomState(3).normal(size=(1, 20, 2, 1, 32))
+    qkv = tf.cast(qkv, tf.bfloat16)
+    out, lse = ops.hacm_attention(qkv, scale=1.0)
+    d_qkv = ops.hacm_attention_grad(qkv, out, lse, tf.ones_like(out), scale=1.0)
+    assert all(np.isfinite(tf.cast(t, tf.float32).numpy()).all() for t in (out, lse, d_qkv))
+    k, v = (tf.cast(qkv, tf.float32)[0, :, i, 0] for i in (1, 2))
+    np.testing.assert_allclose(tf.cast(out, tf.float32)[0, :, 0].numpy(),   # each row: v of its largest k_0
+                               np.broadcast_to(v[int(np.argmax(k[:, 0]))], (20, 32)), rtol=1e-2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bfloat16 head dimension 16 is not 32"):
+        ops.hacm_attention(tf.zeros((2, 5, 3, 1, 16), tf.bfloat16), scale=1.0)
+
+
 def _plain_packed(qkv, scale):
     """softmax(scale q k^T) v per head from [B, N, 3, H, D]: [B, N, H, D]."""
     q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
@@ -126,8 +171,11 @@ def test_fused_attention_takes_the_native_op_unless_switched_off(op_library, mon
     assert "HacmAttention" in _graph_op_types(fused.attention, spec, spec, spec)
     odd = tf.TensorSpec([2, 2, 40, 8], tf.float32)   # head dimension the kernels are not built for
     assert "HacmAttention" not in _graph_op_types(fused.attention, odd, odd, odd)
-    half = tf.TensorSpec([2, 40, 3, 2, 16], tf.bfloat16)   # bfloat16: oneDNN's bfloat16 products
+    half = tf.TensorSpec([2, 40, 3, 2, 16], tf.bfloat16)   # bfloat16, head dimension 16: oneDNN's products
     assert "HacmAttention" not in _graph_op_types(lambda t: fused.packed_attention(t, 0.25), half)
+    half = tf.TensorSpec([2, 40, 3, 2, 32], tf.bfloat16)   # head dimension 32: the AMX kernels where they run
+    types = _graph_op_types(lambda t: fused.packed_attention(t, 0.25), half)
+    assert ("HacmAttention" in types) == native.amx_available(32)
     xla = tf.function(lambda q, k, v: fused.attention(q, k, v), jit_compile=True)   # custom ops cannot compile
     assert "HacmAttention" not in {op.type for op in xla.get_concrete_function(spec, spec, spec).graph.get_operations()}
     monkeypatch.setenv(native.SWITCH_ENV, "0")

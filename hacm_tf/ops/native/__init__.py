@@ -14,10 +14,16 @@ MLP's first bias and applies the exact GELU in one pass, and its gradient sums t
 the same pass; the pairwise-distance op (``pairwise_op.cc``, for the spatial criterion's joints)
 subtracts and squares in registers what a broadcast formula writes to memory as [..., V, V, D].
 
+On CPUs with AMX-BF16 the attention op also takes bfloat16 (``attention_amx.cc``, head dimension
+32): its four products run on the AMX tiles (bfloat16 pairs summed in float32), the softmax and its
+gradient in float32 vectors, the weights rounded to bfloat16 before their products as a bfloat16
+matmul would; Linux grants the tile registers on request (``HacmAmxReady``, ``amx_available``).
+
 Optional by design: under XLA compilation (``--jit_compile``), without a compiler, with
-``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other than 16/32/48/64, for bfloat16 inputs, or if
-the build fails (the reason is logged once), the callers (hacm_tf.ops.fused) use the XLA-fused path,
-which gives the same results to float32 rounding. Training graphs only: inference and exported
+``HACM_TF_NATIVE_KERNELS=0``, for head dimensions other than 16/32/48/64, for bfloat16 inputs without
+AMX or with head dimensions other than 32, or if the build fails (the reason is logged once), the
+callers (hacm_tf.ops.fused) use the XLA-fused path, which gives the same results to float32 rounding
+(bfloat16: to its rounding). Training graphs only: inference and exported
 SavedModels never contain the ops.
 
     python -m hacm_tf.ops.native      # build now (about 30 s) and print the library's path
@@ -40,14 +46,15 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
 SOURCE_DIR = Path(__file__).resolve().parent
-KERNEL_SOURCES = ("attention_kernels.cc", "layer_norm_kernels.cc", "gelu_kernels.cc",   # for the host CPU
-                  "pairwise_kernels.cc")
+KERNEL_SOURCES = ("attention_kernels.cc", "attention_amx.cc", "layer_norm_kernels.cc",   # for the host CPU
+                  "gelu_kernels.cc", "pairwise_kernels.cc")
 OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc", "gelu_op.cc", "pairwise_op.cc")  # TensorFlow ops
 SOURCES = (("attention.h", "attention_kernels.h", "layer_norm.h", "gelu.h", "pairwise.h", "op_util.h")
            + KERNEL_SOURCES + OP_SOURCES)
 SWITCH_ENV = "HACM_TF_NATIVE_KERNELS"
 CACHE_ENV = "HACM_TF_CACHE"
 HEAD_DIMS = (16, 32, 48, 64)
+AMX_HEAD_DIMS = (32,)   # the bfloat16 attention kernels (attention_amx.cc)
 LIBRARY_NAME = "hacm_native_ops.so"
 # kernels for the host CPU; the op's TensorFlow headers with the compiler's defaults (Eigen's headers
 # do not compile with every instruction set -march=native may enable)
@@ -178,21 +185,36 @@ def available(head_dim: int | None = None) -> bool:
     return (head_dim is None or head_dim in HEAD_DIMS) and not in_xla_context() and load() is not None
 
 
+def amx_available(head_dim: int | None = None) -> bool:
+    """True when ``available()`` and the bfloat16 attention kernels run here: built for an AMX-BF16 CPU,
+    the tile registers granted to this process by the OS, and ``head_dim`` (if given) 32."""
+    if (head_dim is not None and head_dim not in AMX_HEAD_DIMS) or not available():
+        return False
+    with _lock:
+        if "amx" not in _state:
+            with tf.init_scope():   # an eager answer even while a graph is traced
+                _state["amx"] = bool(_state["module"].hacm_amx_ready().numpy())
+        return _state["amx"]
+
+
 def attention_packed(qkv: tf.Tensor, scale: float) -> tf.Tensor:
     """Multi-head softmax(scale q k^T) v from the packed projection: qkv [B, N, 3, H, D] -> [B, N, H, D].
 
     The layout one qkv matmul produces and the output projection takes, so no transposes around it.
-    Differentiable (the gradient op recomputes the weights and returns d_qkv in the same layout);
-    computed in float32 and cast back to the input dtype. Requires ``available(D)``.
+    Differentiable (the gradient op recomputes the weights and returns d_qkv in the same layout).
+    bfloat16 inputs run on the AMX tiles where ``amx_available(D)`` (products of bfloat16 pairs summed
+    in float32, the softmax in float32, the weights rounded to bfloat16 before their product with v);
+    other dtypes are computed in float32 and cast back. Requires ``available(D)``.
     """
     ops, scale, dtype = load(), float(scale), qkv.dtype
+    compute = dtype if dtype == tf.bfloat16 and amx_available(qkv.shape[-1]) else tf.float32
 
     @tf.custom_gradient
     def packed(qkv):
         out, lse = ops.hacm_attention(qkv, scale=scale)
         return out, lambda d_out: ops.hacm_attention_grad(qkv, out, lse, d_out, scale=scale)
 
-    return tf.cast(packed(tf.cast(qkv, tf.float32)), dtype)
+    return tf.cast(packed(tf.cast(qkv, compute)), dtype)
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:

@@ -17,11 +17,36 @@ struct Geometry {
   float scale;                        // on q k^T
 };
 
+// Where head `index` (b * H + h) of the packed layout starts.
+struct HeadAt {
+  int64_t packed, plain;  // offsets of q in qkv [B, N, 3, H, D] and of the head in out [B, N, H, D]
+  int64_t packed_stride, plain_stride, part;  // row strides; k = q + part, v = q + 2 part
+  HeadAt(const Geometry& g, int64_t index) {
+    const int64_t b = index / g.heads, h = index % g.heads, width = g.heads * g.dim;
+    packed = b * g.tokens * 3 * width + h * g.dim;
+    plain = b * g.tokens * width + h * g.dim;
+    packed_stride = 3 * width;
+    plain_stride = width;
+    part = width;
+  }
+};
+
 // Heads [begin, end): out = softmax(scale q k^T) v and lse, the rows' log-sum-exp of scale q k^T.
 void forward_heads(const Geometry& g, const float* qkv, int64_t begin, int64_t end, float* out, float* lse);
 
 // Heads [begin, end): d_qkv [B, N, 3, H, D] of out given d_out, from qkv, out and lse.
 void backward_heads(const Geometry& g, const float* qkv, const float* out, const float* lse,
                     const float* d_out, int64_t begin, int64_t end, float* d_qkv);
+
+// bfloat16 (raw bits) on the AMX tiles (attention_amx.cc): the same ops with qkv, out, d_out and d_qkv
+// in bfloat16, lse in float32; products of bfloat16 pairs summed in float32, softmax in float32.
+// True when this build has the AMX kernels and the OS grants this process the tile registers.
+bool amx_ready();
+// Head dimensions the bfloat16 kernels are compiled for.
+bool amx_head_dim(int64_t d);
+void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
+                        float* lse);
+void backward_heads_bf16(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
+                         const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv);
 
 }  // namespace hacm_attention

@@ -8,20 +8,6 @@ bool supported_head_dim(int64_t d) { return d == 16 || d == 32 || d == 48 || d =
 
 namespace {
 
-// Where head `index` (b * H + h) of the packed layout starts.
-struct HeadAt {
-  int64_t packed, plain;  // offsets of q in qkv [B, N, 3, H, D] and of the head in out [B, N, H, D]
-  int64_t packed_stride, plain_stride, part;  // row strides; k = q + part, v = q + 2 part
-  HeadAt(const Geometry& g, int64_t index) {
-    const int64_t b = index / g.heads, h = index % g.heads, width = g.heads * g.dim;
-    packed = b * g.tokens * 3 * width + h * g.dim;
-    plain = b * g.tokens * width + h * g.dim;
-    packed_stride = 3 * width;
-    plain_stride = width;
-    part = width;
-  }
-};
-
 // The k and v rows of head h + 1 when it is in the same range (read into cache while h computes).
 inline const NextHead* next_head(const Geometry& g, const float* qkv, int64_t h, int64_t end, NextHead* next) {
   if (h + 1 >= end) return nullptr;

@@ -1,6 +1,6 @@
 // TensorFlow ops HacmAttention (softmax(scale q k^T) v from the packed qkv projection, and the rows'
-// log-sum-exp) and HacmAttentionGrad, on the kernels of attention_kernels.h; heads run in parallel on
-// the op's intra-op thread pool.
+// log-sum-exp) and HacmAttentionGrad, on the kernels of attention_kernels.h (float32) and
+// attention_amx.cc (bfloat16, AMX tiles); heads run in parallel on the op's intra-op thread pool.
 #include "attention.h"
 #include "op_util.h"
 
@@ -23,38 +23,84 @@ Status AttentionShapes(InferenceContext* c) {
 }  // namespace
 
 REGISTER_OP("HacmAttention")
-    .Input("qkv: float")
+    .Input("qkv: T")
     .Attr("scale: float")
-    .Output("out: float")
+    .Attr("T: {float, bfloat16}")
+    .Output("out: T")
     .Output("lse: float")
     .SetShapeFn(AttentionShapes)
     .Doc("Multi-head attention softmax(scale q k^T) v from the packed projection qkv [B, N, 3, H, D]: "
          "out [B, N, H, D] and the log-sum-exp of each row of scale q k^T, lse [B, H, N]. The N x N "
-         "scores are never written to memory.");
+         "scores are never written to memory. bfloat16 runs on the AMX tiles (see HacmAmxReady), head "
+         "dimension 32.");
 
 REGISTER_OP("HacmAttentionGrad")
-    .Input("qkv: float")
-    .Input("out: float")
+    .Input("qkv: T")
+    .Input("out: T")
     .Input("lse: float")
-    .Input("d_out: float")
+    .Input("d_out: T")
     .Attr("scale: float")
-    .Output("d_qkv: float")
+    .Attr("T: {float, bfloat16}")
+    .Output("d_qkv: T")
     .SetShapeFn(ShapesOfInputs<0>)
     .Doc("Gradient d_qkv [B, N, 3, H, D] of HacmAttention's out given d_out [B, N, H, D]; the weights are "
          "recomputed from qkv and lse.");
 
+REGISTER_OP("HacmAmxReady")
+    .Output("ready: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->Scalar());
+      return Status();
+    })
+    .Doc("True when HacmAttention's bfloat16 kernels are built (AMX-BF16 CPU) and the OS grants this "
+         "process the tile registers.");
+
 namespace {
 
-// The geometry of qkv [B, N, 3, H, D], checked.
+using tensorflow::bfloat16;
+
+// The geometry of qkv [B, N, 3, H, D], checked (bfloat16: the AMX kernels' head dimension and tiles).
 Status ReadGeometry(const Tensor& qkv, float scale, hacm_attention::Geometry* g) {
   const TensorShape& shape = qkv.shape();
   if (shape.dims() != 5 || shape.dim_size(2) != 3)
     return InvalidArgument("HacmAttention: qkv must be [batch, tokens, 3, heads, head_dim], got ",
                            shape.DebugString());
   *g = {shape.dim_size(0), shape.dim_size(1), shape.dim_size(3), shape.dim_size(4), scale};
-  if (!hacm_attention::supported_head_dim(g->dim))
+  if (qkv.dtype() == tensorflow::DT_BFLOAT16) {
+    if (!hacm_attention::amx_ready())
+      return InvalidArgument("HacmAttention: bfloat16 needs the AMX kernels, which this CPU, build or OS "
+                             "does not provide (HacmAmxReady is false)");
+    if (!hacm_attention::amx_head_dim(g->dim))
+      return InvalidArgument("HacmAttention: bfloat16 head dimension ", g->dim, " is not 32");
+  } else if (!hacm_attention::supported_head_dim(g->dim)) {
     return InvalidArgument("HacmAttention: head dimension ", g->dim, " not one of 16, 32, 48, 64");
+  }
   return Status();
+}
+
+// The kernels' element pointers: float32 as is, bfloat16 as its raw 16 bits.
+inline const float* Data(const Tensor& t, float) { return t.flat<float>().data(); }
+inline float* Data(Tensor* t, float) { return t->flat<float>().data(); }
+inline const uint16_t* Data(const Tensor& t, bfloat16) {
+  return reinterpret_cast<const uint16_t*>(t.flat<bfloat16>().data());
+}
+inline uint16_t* Data(Tensor* t, bfloat16) { return reinterpret_cast<uint16_t*>(t->flat<bfloat16>().data()); }
+
+inline void ForwardHeads(const hacm_attention::Geometry& g, const float* qkv, int64_t b, int64_t e, float* out,
+                         float* lse) {
+  hacm_attention::forward_heads(g, qkv, b, e, out, lse);
+}
+inline void ForwardHeads(const hacm_attention::Geometry& g, const uint16_t* qkv, int64_t b, int64_t e,
+                         uint16_t* out, float* lse) {
+  hacm_attention::forward_heads_bf16(g, qkv, b, e, out, lse);
+}
+inline void BackwardHeads(const hacm_attention::Geometry& g, const float* qkv, const float* out, const float* lse,
+                          const float* d_out, int64_t b, int64_t e, float* d_qkv) {
+  hacm_attention::backward_heads(g, qkv, out, lse, d_out, b, e, d_qkv);
+}
+inline void BackwardHeads(const hacm_attention::Geometry& g, const uint16_t* qkv, const uint16_t* out,
+                          const float* lse, const uint16_t* d_out, int64_t b, int64_t e, uint16_t* d_qkv) {
+  hacm_attention::backward_heads_bf16(g, qkv, out, lse, d_out, b, e, d_qkv);
 }
 
 // fn(begin, end) over ranges of the B * H heads on the intra-op thread pool; cost: FLOPs per head.
@@ -83,6 +129,7 @@ class AttentionKernel : public OpKernel {
   float scale_;
 };
 
+template <class T>
 class AttentionOp : public AttentionKernel {
  public:
   using AttentionKernel::AttentionKernel;
@@ -94,15 +141,14 @@ class AttentionOp : public AttentionKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, OutShape(g), &out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, LseShape(g), &lse));
     if (out->NumElements() == 0) return;
-    const float* qkv = ctx->input(0).flat<float>().data();
-    float* o = out->flat<float>().data();
+    const auto* qkv = Data(ctx->input(0), T());
+    auto* o = Data(out, T());
     float* l = lse->flat<float>().data();
-    ForHeadRanges(ctx, g, 4.0, [&](int64_t begin, int64_t end) {
-      hacm_attention::forward_heads(g, qkv, begin, end, o, l);
-    });
+    ForHeadRanges(ctx, g, 4.0, [&](int64_t begin, int64_t end) { ForwardHeads(g, qkv, begin, end, o, l); });
   }
 };
 
+template <class T>
 class AttentionGradOp : public AttentionKernel {
  public:
   using AttentionKernel::AttentionKernel;
@@ -116,16 +162,33 @@ class AttentionGradOp : public AttentionKernel {
     Tensor* d_qkv;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &d_qkv));
     if (d_qkv->NumElements() == 0) return;
-    const float* in[4];
-    for (int i = 0; i < 4; ++i) in[i] = ctx->input(i).flat<float>().data();
-    float* grad = d_qkv->flat<float>().data();
+    const auto* qkv = Data(ctx->input(0), T());
+    const auto* out = Data(ctx->input(1), T());
+    const float* lse = ctx->input(2).flat<float>().data();
+    const auto* d_out = Data(ctx->input(3), T());
+    auto* grad = Data(d_qkv, T());
     ForHeadRanges(ctx, g, 10.0, [&](int64_t begin, int64_t end) {
-      hacm_attention::backward_heads(g, in[0], in[1], in[2], in[3], begin, end, grad);
+      BackwardHeads(g, qkv, out, lse, d_out, begin, end, grad);
     });
+  }
+};
+
+class AmxReadyOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    Tensor* ready;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &ready));
+    ready->scalar<bool>()() = hacm_attention::amx_ready();
   }
 };
 
 }  // namespace
 
-REGISTER_KERNEL_BUILDER(Name("HacmAttention").Device(DEVICE_CPU), AttentionOp);
-REGISTER_KERNEL_BUILDER(Name("HacmAttentionGrad").Device(DEVICE_CPU), AttentionGradOp);
+#define HACM_REGISTER(T)                                                                                   \
+  REGISTER_KERNEL_BUILDER(Name("HacmAttention").Device(DEVICE_CPU).TypeConstraint<T>("T"), AttentionOp<T>); \
+  REGISTER_KERNEL_BUILDER(Name("HacmAttentionGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+                          AttentionGradOp<T>);
+HACM_REGISTER(float)
+HACM_REGISTER(bfloat16)
+REGISTER_KERNEL_BUILDER(Name("HacmAmxReady").Device(DEVICE_CPU), AmxReadyOp);

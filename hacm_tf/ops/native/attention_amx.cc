@@ -1,0 +1,404 @@
+// Attention in bfloat16 on the AMX tiles (AMX-BF16): the products q k^T, weights v and those of the
+// gradient as 16 x 16 float32 tiles of bfloat16 pair products; the softmax and its gradient in float32
+// AVX-512 (attention_kernels.h's exp2 and log). The maths of the float32 kernels: scores in base 2,
+// the N x N block of a group of queries in cache, never in memory, and the backward pass recomputing
+// the weights from the saved log-sum-exp. The weights and the scores' gradient are rounded to bfloat16
+// before their products, as a bfloat16 matmul of them would be. Head dimension 32 (one tile row).
+//
+// Tile operands (all tiles 16 rows of 64 bytes): an A operand is 16 rows of 32 bfloat16 (row-major);
+// a B operand holds 32 x 16 bfloat16 as 16 rows of pairs, row p = (b[2p][0], b[2p + 1][0], b[2p][1],
+// ...); the accumulator is 16 x 16 float32.
+#include "attention.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+#define HACM_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "attention_kernels.h"
+#endif
+
+namespace hacm_attention {
+
+#ifndef HACM_AMX
+
+bool amx_ready() { return false; }
+bool amx_head_dim(int64_t) { return false; }
+void forward_heads_bf16(const Geometry&, const uint16_t*, int64_t, int64_t, uint16_t*, float*) {}
+void backward_heads_bf16(const Geometry&, const uint16_t*, const uint16_t*, const float*, const uint16_t*,
+                         int64_t, int64_t, uint16_t*) {}
+
+#else
+
+namespace {
+
+typedef uint16_t bf16;
+constexpr int kDim = 32;   // head dimension: one A-operand row of bfloat16
+constexpr int kTile = 16;  // rows of a tile, float32 columns of an accumulator
+constexpr int kKeys = 32;  // keys per A-operand row of weights; the padded key count is a multiple
+
+// Linux gives a process the tile registers' state on request (ARCH_REQ_XCOMP_PERM, XTILEDATA).
+bool request_tile_data() {
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+// This thread's tiles, all 16 rows of 64 bytes, for the scope's lifetime.
+class Tiles {
+ public:
+  Tiles() {
+    struct alignas(64) {
+      uint8_t palette, start_row, reserved[14];
+      uint16_t colsb[16];
+      uint8_t rows[16];
+    } config = {};
+    config.palette = 1;
+    for (int t = 0; t < 8; ++t) config.colsb[t] = 64, config.rows[t] = kTile;
+    _tile_loadconfig(&config);
+  }
+  ~Tiles() { _tile_release(); }
+  Tiles(const Tiles&) = delete;
+  Tiles& operator=(const Tiles&) = delete;
+};
+
+// 16 bfloat16 -> float32 (exact).
+inline vfloat widen(const bf16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return vfloat(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+}
+// 16 float32 -> bfloat16, rounded to nearest even.
+inline void narrow(bf16* p, vfloat x) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(__m512(x)));
+}
+// a and b as bfloat16 pairs: p = a0 b0 a1 b1 ... a15 b15 (one row of a B operand).
+inline void narrow_pairs(bf16* p, vfloat a, vfloat b) {
+  alignas(64) static const uint16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i ab = (__m512i)_mm512_cvtne2ps_pbh(__m512(b), __m512(a));  // a in the low half
+  _mm512_storeu_si512(p, _mm512_permutexvar_epi16(_mm512_load_si512(order), ab));
+}
+// lanes of keys j .. j + 15 below n.
+inline __mmask16 valid_keys(int64_t j, int64_t n) {
+  return j + kLanes <= n ? __mmask16(0xffff) : j >= n ? __mmask16(0) : __mmask16((1u << (n - j)) - 1);
+}
+inline vfloat zero_outside(__mmask16 m, vfloat x) { return vfloat(_mm512_maskz_mov_ps(m, __m512(x))); }
+
+template <class T>
+struct Strided {  // a head's rows inside a larger array: row j at base + j * stride
+  T* base;
+  int64_t stride;
+  T* row(int64_t j) const { return base + j * stride; }
+  int64_t bytes() const { return stride * sizeof(T); }
+};
+typedef Strided<const bf16> BRows;
+typedef Strided<bf16> MutableBRows;
+
+// rows [r0, r0 + rows) of x as a dense [count][kDim] block, zero beyond `rows`.
+inline void copy_block(BRows x, int64_t r0, int64_t rows, int count, bf16* block) {
+  for (int64_t i = 0; i < rows; ++i) std::memcpy(block + i * kDim, x.row(r0 + i), sizeof(bf16) * kDim);
+  std::fill(block + rows * kDim, block + count * kDim, bf16(0));
+}
+
+// The head's rows as B operands of x k^T: for keys 16c .. 16c + 15, a [16 dim pairs][16 keys][2] tile
+// at out + 512 c; zero beyond key n (ld keys in all).
+inline void pack_transposed(BRows x, int64_t n, int64_t ld, bf16* out) {
+  uint32_t* tiles = reinterpret_cast<uint32_t*>(out);  // one dim pair per 32 bits
+  for (int64_t j = 0; j < ld; ++j) {
+    uint32_t* column = tiles + (j / kTile) * kTile * kTile + j % kTile;
+    if (j < n) {
+      uint32_t pairs[kDim / 2];
+      std::memcpy(pairs, x.row(j), sizeof(pairs));
+      for (int r = 0; r < kDim / 2; ++r) column[r * kTile] = pairs[r];
+    } else {
+      for (int r = 0; r < kDim / 2; ++r) column[r * kTile] = 0;
+    }
+  }
+}
+
+// The head's rows as B operands of w x (w: weights over the keys): for keys 32c .. 32c + 31 and
+// columns 16t .. 16t + 15, a [16 key pairs][16 columns][2] tile at out + 512 (2c + t); zero beyond n.
+inline void pack_pairs(BRows x, int64_t n, int64_t ld, bf16* out) {
+  for (int64_t j = 0; j < ld; j += 2) {
+    for (int t = 0; t < kDim / kTile; ++t) {
+      const vfloat a = j < n ? widen(x.row(j) + t * kTile) : vfloat{};
+      const vfloat b = j + 1 < n ? widen(x.row(j + 1) + t * kTile) : vfloat{};
+      narrow_pairs(out + (j / kKeys * 2 + t) * 512 + (j % kKeys) / 2 * 32, a, b);
+    }
+  }
+}
+
+// [count][kDim] -> [kDim][count] (count = 32: the A operands of block^T, 16 columns each).
+inline void transpose_block(const bf16* block, bf16* out) {
+  for (int i = 0; i < kKeys; ++i)
+    for (int d = 0; d < kDim; ++d) out[d * kKeys + i] = block[i * kDim + d];
+}
+
+// A float32 [rows][ld] block of 16-key tiles row i, column j: out[i * ld + j] for 32 rows (A tiles 2, 3 hold
+// rows 0-15 and 16-31) times the B operands of pack_transposed (ld keys).
+inline void rows_times_packed(const bf16* packed, int64_t ld, float* out) {
+  for (int64_t j = 0; j < ld; j += kKeys) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(6);
+    _tile_zero(7);
+    _tile_loadd(4, packed + j * kDim, 64);
+    _tile_loadd(5, packed + (j + kTile) * kDim, 64);
+    _tile_dpbf16ps(0, 2, 4);
+    _tile_dpbf16ps(1, 3, 4);
+    _tile_dpbf16ps(6, 2, 5);
+    _tile_dpbf16ps(7, 3, 5);
+    _tile_stored(0, out + j, ld * 4);
+    _tile_stored(1, out + kTile * ld + j, ld * 4);
+    _tile_stored(6, out + j + kTile, ld * 4);
+    _tile_stored(7, out + kTile * ld + j + kTile, ld * 4);
+  }
+}
+
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+
+// Per-thread buffers for heads of n tokens (ld = n rounded up to 32 keys).
+struct TileScratch {
+  int64_t ld;
+  std::unique_ptr<char, AlignedFree> memory;
+  float *scores, *grads, *dkt, *dvt, *block_out;  // [32][ld] x 4, [32][kDim]
+  bf16 *kt, *vt, *kp, *vp, *wp, *gp, *gr;         // 32 ld each
+  bf16 *qb, *gb, *qt, *gt;                        // [32][kDim] each
+  explicit TileScratch(int64_t n) : ld(round_up(n, kKeys)) {
+    const int64_t f = 32 * ld, small = 32 * kDim;
+    const int64_t bytes = round_up((4 * f + small) * 4 + (7 * f + 4 * small) * 2 + 64 * 16, 64);
+    memory.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
+    char* at = memory.get();
+    auto take = [&](int64_t count, auto* type) {
+      auto* p = reinterpret_cast<decltype(type)>(at);
+      at += round_up(count * sizeof(*type), 64);
+      return p;
+    };
+    for (float** p : {&scores, &grads, &dkt, &dvt}) *p = take(f, static_cast<float*>(nullptr));
+    block_out = take(small, static_cast<float*>(nullptr));
+    for (bf16** p : {&kt, &vt, &kp, &vp, &wp, &gp, &gr}) *p = take(f, static_cast<bf16*>(nullptr));
+    for (bf16** p : {&qb, &gb, &qt, &gt}) *p = take(small, static_cast<bf16*>(nullptr));
+  }
+};
+
+// One head: o = softmax(scale q k^T) v (bfloat16), lse = each row's log-sum-exp of scale q k^T, 16
+// queries at a time.
+void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, MutableBRows o, float* lse, TileScratch& s) {
+  const int64_t ld = s.ld;
+  const vfloat c = splat(scale * kLog2e);
+  pack_transposed(k, n, ld, s.kt);
+  pack_pairs(v, n, ld, s.vp);
+  bf16* weights = s.gr;  // [16][ld]
+  for (int64_t r0 = 0; r0 < n; r0 += kTile) {
+    const int64_t rows = std::min<int64_t>(kTile, n - r0);
+    if (rows == kTile) {
+      _tile_loadd(2, q.row(r0), q.bytes());
+    } else {
+      copy_block(q, r0, rows, kTile, s.qb);
+      _tile_loadd(2, s.qb, 64);
+    }
+    for (int64_t j = 0; j < ld; j += kKeys) {  // scores q k^T, [16][ld]
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_loadd(3, s.kt + j * kDim, 64);
+      _tile_loadd(4, s.kt + (j + kTile) * kDim, 64);
+      _tile_dpbf16ps(0, 2, 3);
+      _tile_dpbf16ps(1, 2, 4);
+      _tile_stored(0, s.scores + j, ld * 4);
+      _tile_stored(1, s.scores + j + kTile, ld * 4);
+    }
+    vfloat maxima = splat(0.f), totals = splat(1.f);
+    for (int i = 0; i < kTile; ++i) {  // base-2 softmax numerators, rounded to bfloat16
+      const float* row = s.scores + i * ld;
+      vfloat m = splat(-INFINITY);
+      for (int64_t j = 0; j < ld; j += kLanes) {
+        const vfloat x = load(row + j) * c;
+        const vfloat y = vfloat(_mm512_mask_max_ps(__m512(m), valid_keys(j, n), __m512(m), __m512(x)));
+        m = y;
+      }
+      const vfloat mv = splat(hmax(m));
+      vfloat sum = vfloat{};
+      for (int64_t j = 0; j < ld; j += kLanes) {
+        const vfloat e = zero_outside(valid_keys(j, n), vexp2(load(row + j) * c - mv));
+        narrow(weights + i * ld + j, e);
+        sum += e;
+      }
+      maxima[i] = mv[0];
+      totals[i] = hsum(sum);
+    }
+    const vfloat row_lse = maxima * splat(kLn2) + vlog(totals), inverse_sums = splat(1.f) / totals;
+    _tile_zero(0);
+    _tile_zero(1);
+    for (int64_t j = 0; j < ld; j += kKeys) {  // weights v, [16][kDim]
+      _tile_loadd(5, weights + j, ld * 2);
+      _tile_loadd(3, s.vp + j * kDim, 64);
+      _tile_loadd(4, s.vp + j * kDim + 512, 64);
+      _tile_dpbf16ps(0, 5, 3);
+      _tile_dpbf16ps(1, 5, 4);
+    }
+    _tile_stored(0, s.block_out, kDim * 4);
+    _tile_stored(1, s.block_out + kTile, kDim * 4);
+    for (int64_t i = 0; i < rows; ++i) {
+      lse[r0 + i] = row_lse[i];
+      const vfloat inverse = splat(inverse_sums[i]);
+      for (int d = 0; d < kDim; d += kLanes) narrow(o.row(r0 + i) + d, load(s.block_out + i * kDim + d) * inverse);
+    }
+  }
+}
+
+// rows [0, n) of a transposed float32 accumulator acc[kDim][ld] as bfloat16 rows of `to`.
+inline void write_transposed(const float* acc, int64_t ld, int64_t n, MutableBRows to) {
+  alignas(64) float row[kDim];
+  for (int64_t j = 0; j < n; ++j) {
+    for (int d = 0; d < kDim; ++d) row[d] = acc[d * ld + j];
+    for (int d = 0; d < kDim; d += kLanes) narrow(to.row(j) + d, load(row + d));
+  }
+}
+
+// One head's gradients (dq, dk, dv) given d_o, o and lse, 32 queries at a time: the weights w and the
+// scores' gradient g = scale w (d_o v^T - rowsum(d_o o)) per block; dv^T += d_o^T w and dk^T += q^T g in
+// float32 accumulators [kDim][ld] (tiles of 16 dims x 16 keys), dq = g k.
+void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const float* lse, int64_t n, float scale,
+                   MutableBRows dq, MutableBRows dk, MutableBRows dv, TileScratch& s) {
+  const int64_t ld = s.ld;
+  const vfloat c = splat(scale * kLog2e), sv = splat(scale);
+  pack_transposed(k, n, ld, s.kt);  // scores
+  pack_transposed(v, n, ld, s.vt);  // d_o v^T
+  pack_pairs(k, n, ld, s.kp);       // g k
+  std::fill(s.dkt, s.dkt + kDim * ld, 0.f);
+  std::fill(s.dvt, s.dvt + kDim * ld, 0.f);
+  for (int64_t r0 = 0; r0 < n; r0 += kKeys) {
+    const int64_t rows = std::min<int64_t>(kKeys, n - r0);
+    copy_block(q, r0, rows, kKeys, s.qb);
+    copy_block(d_o, r0, rows, kKeys, s.gb);
+    transpose_block(s.qb, s.qt);
+    transpose_block(s.gb, s.gt);
+    float shift[kKeys], term[kKeys];
+    for (int64_t i = 0; i < rows; ++i) {
+      shift[i] = lse[r0 + i] * kLog2e;
+      vfloat t = vfloat{};
+      for (int d = 0; d < kDim; d += kLanes) t += widen(d_o.row(r0 + i) + d) * widen(o.row(r0 + i) + d);
+      term[i] = hsum(t);
+    }
+    _tile_loadd(2, s.qb, 64);
+    _tile_loadd(3, s.qb + kTile * kDim, 64);
+    rows_times_packed(s.kt, ld, s.scores);
+    _tile_loadd(2, s.gb, 64);
+    _tile_loadd(3, s.gb + kTile * kDim, 64);
+    rows_times_packed(s.vt, ld, s.grads);
+    for (int64_t i = 0; i < kKeys; i += 2) {  // rows i, i + 1: one row of pairs
+      bf16* wp = s.wp + i * ld;
+      bf16* gp = s.gp + i * ld;
+      bf16* g0 = s.gr + i * ld;
+      bf16* g1 = g0 + ld;
+      if (i >= rows) {  // padding rows: no weight, no gradient
+        std::fill(wp, wp + 2 * ld, bf16(0));
+        std::fill(gp, gp + 2 * ld, bf16(0));
+        std::fill(g0, g0 + 2 * ld, bf16(0));
+        continue;
+      }
+      const bool pair = i + 1 < rows;
+      const float* s0 = s.scores + i * ld;
+      const float* d0 = s.grads + i * ld;
+      const vfloat h0 = splat(shift[i]), h1 = splat(pair ? shift[i + 1] : 0.f);
+      const vfloat t0 = splat(term[i]), t1 = splat(pair ? term[i + 1] : 0.f);
+      for (int64_t j = 0; j < ld; j += kLanes) {
+        const __mmask16 m0 = valid_keys(j, n), m1 = pair ? m0 : __mmask16(0);
+        const vfloat w0 = zero_outside(m0, vexp2(load(s0 + j) * c - h0));
+        const vfloat w1 = zero_outside(m1, vexp2(load(s0 + ld + j) * c - h1));
+        const vfloat x0 = w0 * (load(d0 + j) - t0) * sv, x1 = w1 * (load(d0 + ld + j) - t1) * sv;
+        narrow_pairs(wp + 2 * j, w0, w1);
+        narrow_pairs(gp + 2 * j, x0, x1);
+        narrow(g0 + j, x0);
+        narrow(g1 + j, x1);
+      }
+    }
+    _tile_loadd(2, s.gt, 64);  // d_o^T, dims 0-15 and 16-31
+    _tile_loadd(3, s.gt + kTile * kKeys, 64);
+    _tile_loadd(4, s.qt, 64);  // q^T
+    _tile_loadd(5, s.qt + kTile * kKeys, 64);
+    for (int64_t j = 0; j < ld; j += kTile) {
+      _tile_loadd(6, s.wp + 2 * j, ld * 4);
+      _tile_loadd(7, s.gp + 2 * j, ld * 4);
+      _tile_loadd(0, s.dvt + j, ld * 4);
+      _tile_loadd(1, s.dvt + kTile * ld + j, ld * 4);
+      _tile_dpbf16ps(0, 2, 6);
+      _tile_dpbf16ps(1, 3, 6);
+      _tile_stored(0, s.dvt + j, ld * 4);
+      _tile_stored(1, s.dvt + kTile * ld + j, ld * 4);
+      _tile_loadd(0, s.dkt + j, ld * 4);
+      _tile_loadd(1, s.dkt + kTile * ld + j, ld * 4);
+      _tile_dpbf16ps(0, 4, 7);
+      _tile_dpbf16ps(1, 5, 7);
+      _tile_stored(0, s.dkt + j, ld * 4);
+      _tile_stored(1, s.dkt + kTile * ld + j, ld * 4);
+    }
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(6);
+    _tile_zero(7);
+    for (int64_t j = 0; j < ld; j += kKeys) {  // dq = g k
+      _tile_loadd(2, s.gr + j, ld * 2);
+      _tile_loadd(3, s.gr + kTile * ld + j, ld * 2);
+      _tile_loadd(4, s.kp + j * kDim, 64);
+      _tile_loadd(5, s.kp + j * kDim + 512, 64);
+      _tile_dpbf16ps(0, 2, 4);
+      _tile_dpbf16ps(1, 2, 5);
+      _tile_dpbf16ps(6, 3, 4);
+      _tile_dpbf16ps(7, 3, 5);
+    }
+    _tile_stored(0, s.block_out, kDim * 4);
+    _tile_stored(1, s.block_out + kTile, kDim * 4);
+    _tile_stored(6, s.block_out + kTile * kDim, kDim * 4);
+    _tile_stored(7, s.block_out + kTile * kDim + kTile, kDim * 4);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int d = 0; d < kDim; d += kLanes) narrow(dq.row(r0 + i) + d, load(s.block_out + i * kDim + d));
+  }
+  write_transposed(s.dkt, ld, n, dk);
+  write_transposed(s.dvt, ld, n, dv);
+}
+
+}  // namespace
+
+bool amx_ready() {
+  static const bool granted = request_tile_data();
+  return granted;
+}
+
+bool amx_head_dim(int64_t d) { return d == kDim; }
+
+void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
+                        float* lse) {
+  TileScratch scratch(g.tokens);
+  Tiles tiles;
+  for (int64_t h = begin; h < end; ++h) {
+    const HeadAt at(g, h);
+    const bf16* q = qkv + at.packed;
+    const int64_t ps = at.packed_stride;
+    forward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, g.tokens, g.scale,
+                 {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch);
+  }
+}
+
+void backward_heads_bf16(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
+                         const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv) {
+  TileScratch scratch(g.tokens);
+  Tiles tiles;
+  for (int64_t h = begin; h < end; ++h) {
+    const HeadAt at(g, h);
+    const bf16* q = qkv + at.packed;
+    bf16* dq = d_qkv + at.packed;
+    const int64_t ps = at.packed_stride;
+    backward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, {out + at.plain, at.plain_stride},
+                  {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
+                  {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch);
+  }
+}
+
+#endif  // HACM_AMX
+
+}  // namespace hacm_attention
