@@ -107,27 +107,37 @@ def _float32_dense(x: tf.Tensor, layer) -> bool:
     return x.dtype == tf.float32 and layer.compute_dtype == "float32" and layer.use_bias
 
 
+def _bfloat16_dense(x: tf.Tensor, layer) -> bool:
+    """A bfloat16 Dense layer with bias whose bias the native ops can add (mixed bfloat16)."""
+    return x.dtype == tf.bfloat16 and layer.compute_dtype == "bfloat16" and layer.use_bias and native.available()
+
+
 def _dense_then(finish, x: tf.Tensor, layer) -> tf.Tensor:
-    """finish(x @ kernel, bias) of a Keras Dense ``layer`` over x [..., D] as rows, with _matmul."""
-    kernel = tf.convert_to_tensor(layer.kernel)
+    """finish(x @ kernel, bias) of a Keras Dense ``layer`` over x [..., D] as rows, with _matmul (the
+    kernel in x's dtype)."""
+    kernel = tf.cast(layer.kernel, x.dtype)
     return _on_rows(lambda rows: finish(_matmul(rows, kernel), layer.bias), x, layer.units)
 
 
 def dense(x: tf.Tensor, layer) -> tf.Tensor:
     """layer(x) for a Keras Dense ``layer`` with bias: [..., D] -> [..., units]. In float32 the
-    gradients take the faster orientations (_matmul); otherwise the layer itself."""
-    if not _float32_dense(x, layer):
-        return layer(x)
-    return _dense_then(tf.nn.bias_add, x, layer)
+    gradients take the faster orientations (_matmul); in bfloat16 with the native ops also, and the
+    bias is added in one pass each way (TensorFlow's bfloat16 BiasAdd and its gradient convert one
+    element at a time); otherwise the layer itself."""
+    if _float32_dense(x, layer):
+        return _dense_then(tf.nn.bias_add, x, layer)
+    if _bfloat16_dense(x, layer):
+        return _dense_then(native.bias_add, x, layer)
+    return layer(x)
 
 
 def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
     """gelu(layer(x)) for a Keras Dense ``layer`` (with bias): [..., D] -> [..., units].
 
-    float32 with the native ops: the matmul, then bias and GELU in one op (hacm_tf.ops.native); else
-    the layer and the XLA-fused gelu.
+    float32 or bfloat16 with the native ops: the matmul, then bias and GELU in one op
+    (hacm_tf.ops.native); else the layer and the XLA-fused gelu.
     """
-    if not (_float32_dense(x, layer) and native.available()):
+    if not ((_float32_dense(x, layer) and native.available()) or _bfloat16_dense(x, layer)):
         return gelu(layer(x))
     return _dense_then(native.bias_gelu, x, layer)
 

@@ -260,6 +260,53 @@ def test_bias_gelu_matches_float64_autodiff(op_library, shape):
                                _plain_bias_gelu(tail.astype(np.float64), 0.0).numpy(), rtol=1e-5)
 
 
+def _bfloat16_values(shape, spread):
+    """bfloat16 test values and the same values in float64 (the reference sees what the op sees)."""
+    x = tf.cast(RNG.normal(size=shape) * spread, tf.bfloat16)
+    return x, tf.cast(x, tf.float64)
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(4, 9, 64), (7, 37)])
+def test_bfloat16_bias_gelu_and_bias_add_match_float64(op_library, shape):
+    h, h64 = _bfloat16_values(shape, 3.0)
+    bias = RNG.normal(size=shape[-1:]).astype(np.float32)
+    d_out, d_out64 = _bfloat16_values(shape, 1.0)
+    for op, plain in ((native.bias_gelu, _plain_bias_gelu), (native.bias_add, lambda a, b: a + b)):
+        with tf.GradientTape() as tape:
+            b = tf.constant(bias)
+            tape.watch([h, b])
+            y = op(h, b)
+        dh, db = tape.gradient(y, [h, b], output_gradients=d_out)
+        with tf.GradientTape() as tape:
+            b64 = tf.constant(bias.astype(np.float64))
+            tape.watch([h64, b64])
+            y64 = plain(h64, b64)
+        dh64, db64 = tape.gradient(y64, [h64, b64], output_gradients=d_out64)
+        assert y.dtype == dh.dtype == tf.bfloat16 and db.dtype == tf.float32
+        for name, g, w in (("y", y, y64), ("dh", dh, dh64)):   # one bfloat16 rounding: 2^-9 relative
+            np.testing.assert_allclose(tf.cast(g, tf.float64).numpy(), w.numpy(), rtol=2 ** -8,
+                                       atol=1e-6 * np.abs(w.numpy()).max(), err_msg=f"{op.__name__} {name}")
+        np.testing.assert_allclose(db.numpy(), db64.numpy(), rtol=1e-2,     # float32 sums of rounded terms
+                                   atol=1e-2 * np.abs(db64.numpy()).max(), err_msg=f"{op.__name__} d_bias")
+
+
+@needs_compiler
+def test_bfloat16_dense_layers_take_the_native_bias_ops(op_library):
+    layer = keras.layers.Dense(24, dtype="mixed_bfloat16")
+    layer.build((None, 16))
+    spec = tf.TensorSpec([2, 9, 16], tf.bfloat16)
+    assert "HacmBiasAdd" in _graph_op_types(lambda x: fused.dense(x, layer), spec)
+    assert "HacmBiasGelu" in _graph_op_types(lambda x: fused.dense_gelu(x, layer), spec)
+    x = tf.cast(RNG.normal(size=(2, 9, 16)), tf.bfloat16)
+    for got, want in ((fused.dense(x, layer), layer(x)), (fused.dense_gelu(x, layer), fused.gelu(layer(x)))):
+        assert got.dtype == tf.bfloat16
+        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), tf.cast(want, tf.float32).numpy(),
+                                   rtol=2e-2, atol=2e-2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmBiasAdd: bias has shape \[5\], expected \[6\]"):
+        native.load().hacm_bias_add(tf.zeros((4, 6), tf.bfloat16), tf.zeros(5))
+
+
 @needs_compiler
 def test_dense_gelu_takes_the_native_op_and_checks_shapes(op_library, monkeypatch):
     ops = native.load()

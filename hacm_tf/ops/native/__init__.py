@@ -234,10 +234,10 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
 
 
 def bias_gelu(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """Exact GELU of h + bias: h [..., F], bias [F] -> [..., F]; float32.
+    """Exact GELU of h + bias: h [..., F] float32 or bfloat16, bias [F] -> [..., F] in h's dtype.
 
-    One pass over memory each way (the bias addition and its gradient's column sums included); the
-    gradient keeps h. Requires ``available()``.
+    One pass over memory each way (the bias addition and its gradient's column sums included; the
+    maths in float32, rounded once); the gradient keeps h. Requires ``available()``.
     """
     ops = load()
 
@@ -245,7 +245,23 @@ def bias_gelu(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     def activate(h, bias):
         return ops.hacm_bias_gelu(h, bias), lambda dy: ops.hacm_bias_gelu_grad(h, bias, dy)
 
-    return activate(h, tf.convert_to_tensor(bias))
+    return activate(h, tf.cast(bias, tf.float32))
+
+
+def bias_add(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """h + bias for bfloat16 h [..., F] and bias [F] -> [..., F] bfloat16, added in float32.
+
+    One pass each way: the gradient of h is dy itself, that of bias dy's column sums in float32
+    (TensorFlow's bfloat16 BiasAdd and BiasAddGrad convert one element at a time). Requires
+    ``available()``.
+    """
+    ops = load()
+
+    @tf.custom_gradient
+    def add(h, bias):
+        return ops.hacm_bias_add(h, bias), lambda dy: (dy, ops.hacm_bias_add_grad(dy))
+
+    return add(h, tf.cast(bias, tf.float32))
 
 
 def pairwise_distance(x: tf.Tensor) -> tf.Tensor:

@@ -64,15 +64,8 @@ class Tiles {
   Tiles& operator=(const Tiles&) = delete;
 };
 
-// 16 bfloat16 -> float32 (exact).
-inline vfloat widen(const bf16* p) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return vfloat(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
-}
-// 16 float32 -> bfloat16, rounded to nearest even.
-inline void narrow(bf16* p, vfloat x) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(__m512(x)));
-}
+inline vfloat widen(const bf16* p) { return load(p); }  // 16 bfloat16 -> float32 (exact)
+inline void narrow(bf16* p, vfloat x) { store(p, x); }  // 16 float32 -> bfloat16, nearest even
 // a and b as bfloat16 pairs: p = a0 b0 a1 b1 ... a15 b15 (one row of a B operand).
 inline void narrow_pairs(bf16* p, vfloat a, vfloat b) {
   alignas(64) static const uint16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,

@@ -53,6 +53,45 @@ inline vfloat load(const float* p) {
 }
 inline void store(float* p, vfloat v) { std::memcpy(p, &v, sizeof(v)); }
 
+// bfloat16 (the upper 16 bits of a float32, raw uint16_t): loaded exactly, stored rounded to nearest
+// even (NaN stays NaN).
+typedef uint16_t vbf16 __attribute__((vector_size(2 * kLanes)));
+typedef uint32_t vuint __attribute__((vector_size(4 * kLanes)));
+inline vfloat load(const uint16_t* p) {
+  vbf16 h;
+  std::memcpy(&h, p, sizeof(h));
+  const vuint bits = __builtin_convertvector(h, vuint) << 16;
+  vfloat v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+inline void store(uint16_t* p, vfloat v) {
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(__m512(v)));
+#else
+  vuint bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  vuint rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  rounded = v == v ? rounded : (bits >> 16) | 0x40u;
+  const vbf16 h = __builtin_convertvector(rounded, vbf16);
+  std::memcpy(p, &h, sizeof(h));
+#endif
+}
+// one element of either type as float32, and back (rounded as store)
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t x) {
+  const uint32_t bits = uint32_t(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline void put(float* p, float x) { *p = x; }
+inline void put(uint16_t* p, float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  *p = x == x ? uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16) : uint16_t((bits >> 16) | 0x40u);
+}
+
 // A store that bypasses the caches (p aligned to a vector): for results the op writes once and does
 // not read again, so their lines are not first read from memory. Ordered by stream_fence().
 inline void stream(float* p, vfloat v) {

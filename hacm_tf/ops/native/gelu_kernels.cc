@@ -10,8 +10,10 @@ namespace hacm_gelu {
 
 using hacm_attention::kLanes;
 using hacm_attention::load;
+using hacm_attention::put;
 using hacm_attention::splat;
 using hacm_attention::store;
+using hacm_attention::to_float;
 using hacm_attention::vexp;
 using hacm_attention::vfloat;
 
@@ -57,13 +59,12 @@ inline void normal(vfloat z, vfloat& cdf, vfloat& pdf) {
   pdf = e * splat(0.39894228040143267794f);
 }
 
-}  // namespace
-
-void forward_rows(const float* h, const float* bias, int64_t f, int64_t begin, int64_t end, float* y) {
+template <class T>
+void forward(const T* h, const float* bias, int64_t f, int64_t begin, int64_t end, T* y) {
   const int64_t full = f / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
-    const float* hr = h + r * f;
-    float* yr = y + r * f;
+    const T* hr = h + r * f;
+    T* yr = y + r * f;
     for (int64_t j = 0; j < full; j += kLanes) {
       const vfloat z = load(hr + j) + load(bias + j);
       vfloat cdf, pdf;
@@ -71,18 +72,19 @@ void forward_rows(const float* h, const float* bias, int64_t f, int64_t begin, i
       store(yr + j, z * cdf);
     }
     for (int64_t j = full; j < f; ++j) {
-      const float z = hr[j] + bias[j];
-      yr[j] = 0.5f * z * std::erfc(-z * 0.70710678118654752440f);
+      const float z = to_float(hr[j]) + bias[j];
+      put(yr + j, 0.5f * z * std::erfc(-z * 0.70710678118654752440f));
     }
   }
 }
 
-void backward_rows(const float* h, const float* bias, const float* dy, int64_t f, int64_t begin, int64_t end,
-                   float* dh, float* d_bias) {
+template <class T>
+void backward(const T* h, const float* bias, const T* dy, int64_t f, int64_t begin, int64_t end, T* dh,
+              float* d_bias) {
   const int64_t full = f / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
-    const float *hr = h + r * f, *gr = dy + r * f;
-    float* dr = dh + r * f;
+    const T *hr = h + r * f, *gr = dy + r * f;
+    T* dr = dh + r * f;
     for (int64_t j = 0; j < full; j += kLanes) {
       const vfloat z = load(hr + j) + load(bias + j);
       vfloat cdf, pdf;
@@ -92,12 +94,49 @@ void backward_rows(const float* h, const float* bias, const float* dy, int64_t f
       store(d_bias + j, load(d_bias + j) + g);
     }
     for (int64_t j = full; j < f; ++j) {
-      const float z = hr[j] + bias[j];
+      const float z = to_float(hr[j]) + bias[j];
       const float cdf = 0.5f * std::erfc(-z * 0.70710678118654752440f);
       const float pdf = std::exp(-0.5f * z * z) * 0.39894228040143267794f;
-      dr[j] = gr[j] * (cdf + z * pdf);
-      d_bias[j] += dr[j];
+      const float g = to_float(gr[j]) * (cdf + z * pdf);
+      put(dr + j, g);
+      d_bias[j] += g;
     }
+  }
+}
+
+}  // namespace
+
+void forward_rows(const float* h, const float* bias, int64_t f, int64_t begin, int64_t end, float* y) {
+  forward(h, bias, f, begin, end, y);
+}
+void forward_rows(const uint16_t* h, const float* bias, int64_t f, int64_t begin, int64_t end, uint16_t* y) {
+  forward(h, bias, f, begin, end, y);
+}
+void backward_rows(const float* h, const float* bias, const float* dy, int64_t f, int64_t begin, int64_t end,
+                   float* dh, float* d_bias) {
+  backward(h, bias, dy, f, begin, end, dh, d_bias);
+}
+void backward_rows(const uint16_t* h, const float* bias, const uint16_t* dy, int64_t f, int64_t begin,
+                   int64_t end, uint16_t* dh, float* d_bias) {
+  backward(h, bias, dy, f, begin, end, dh, d_bias);
+}
+
+void add_bias_rows(const uint16_t* h, const float* bias, int64_t f, int64_t begin, int64_t end, uint16_t* y) {
+  const int64_t full = f / kLanes * kLanes;
+  for (int64_t r = begin; r < end; ++r) {
+    const uint16_t* hr = h + r * f;
+    uint16_t* yr = y + r * f;
+    for (int64_t j = 0; j < full; j += kLanes) store(yr + j, load(hr + j) + load(bias + j));
+    for (int64_t j = full; j < f; ++j) put(yr + j, to_float(hr[j]) + bias[j]);
+  }
+}
+
+void add_column_sums(const uint16_t* dy, int64_t f, int64_t begin, int64_t end, float* sums) {
+  const int64_t full = f / kLanes * kLanes;
+  for (int64_t r = begin; r < end; ++r) {
+    const uint16_t* gr = dy + r * f;
+    for (int64_t j = 0; j < full; j += kLanes) store(sums + j, load(sums + j) + load(gr + j));
+    for (int64_t j = full; j < f; ++j) sums[j] += to_float(gr[j]);
   }
 }
 
