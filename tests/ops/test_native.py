@@ -105,7 +105,7 @@ def test_bfloat16_attention_on_amx_tiles_matches_float64(op_library, shape):
     lse = ops.hacm_attention(qkv, scale=scale)[1].numpy()
     q, k = (tf.transpose(tf.cast(qkv, tf.float64)[:, :, i], [0, 2, 1, 3]) for i in (0, 1))
     want_lse = tf.reduce_logsumexp(scale * tf.matmul(q, k, transpose_b=True), axis=-1).numpy()
-    np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lse, want_lse, rtol=0, atol=2e-4)
 
 
 @needs_compiler

@@ -79,6 +79,29 @@ inline __mmask16 valid_keys(int64_t j, int64_t n) {
 }
 inline vfloat zero_outside(__mmask16 m, vfloat x) { return vfloat(_mm512_maskz_mov_ps(m, __m512(x))); }
 
+// 2^x per lane to a relative 1.0e-4 (a degree-3 polynomial of x's fraction, near-minimax): far below
+// the weights' rounding to bfloat16 (2^-9), and the same function in both passes, so the recomputed
+// weights still sum to one.
+inline vfloat vexp2_coarse(vfloat x) {
+  const vfloat n = round_to_integer(x);
+  const vfloat r = x - n;
+  vfloat p = splat(0.055008891969919205f);
+  p = p * r + splat(0.2422109991312027f);
+  p = p * r + splat(0.693282961845398f);
+  p = p * r + splat(1.0f);
+  return times_power_of_two(p, n);
+}
+
+// fn(j, mask) over the vectors of keys j = 0, 16, ... < ld: mask all ones below n / 16 * 16 (no
+// masking needed), then the lanes of keys below n.
+template <class Fn>
+inline void over_keys(int64_t n, int64_t ld, Fn fn) {
+  const int64_t full = n / kLanes * kLanes;
+  for (int64_t j = 0; j < full; j += kLanes) fn(j, std::true_type());
+  for (int64_t j = full; j < ld; j += kLanes) fn(j, valid_keys(j, n));
+}
+inline vfloat zero_outside(std::true_type, vfloat x) { return x; }
+
 template <class T>
 struct Strided {  // a head's rows inside a larger array: row j at base + j * stride
   T* base;
@@ -89,25 +112,57 @@ struct Strided {  // a head's rows inside a larger array: row j at base + j * st
 typedef Strided<const bf16> BRows;
 typedef Strided<bf16> MutableBRows;
 
+// rows [r0, r0 + count) of each array (below n) into cache ahead of their use: a head's rows are a few
+// KB apart, which the hardware prefetchers do not follow. One line per row (kDim bfloat16 = 64 bytes).
+inline void prefetch_rows(std::initializer_list<BRows> arrays, int64_t r0, int64_t count, int64_t n) {
+  for (const BRows& a : arrays)
+    for (int64_t r = r0; r < std::min(r0 + count, n); ++r) _mm_prefetch(reinterpret_cast<const char*>(a.row(r)), _MM_HINT_T0);
+}
+
 // rows [r0, r0 + rows) of x as a dense [count][kDim] block, zero beyond `rows`.
 inline void copy_block(BRows x, int64_t r0, int64_t rows, int count, bf16* block) {
   for (int64_t i = 0; i < rows; ++i) std::memcpy(block + i * kDim, x.row(r0 + i), sizeof(bf16) * kDim);
   std::fill(block + rows * kDim, block + count * kDim, bf16(0));
 }
 
+// A 16 x 16 matrix of 32-bit elements (one row per register) transposed in registers.
+inline void transpose16(__m512i m[16]) {
+  __m512i t[16];
+  for (int k = 0; k < 16; k += 2) {  // lanes of 4: (r2k[4l + 0], r2k+1[4l + 0], r2k[4l + 1], r2k+1[4l + 1]) ...
+    t[k] = _mm512_unpacklo_epi32(m[k], m[k + 1]);
+    t[k + 1] = _mm512_unpackhi_epi32(m[k], m[k + 1]);
+  }
+  for (int k = 0; k < 16; k += 4) {  // m[k + c], lane l: column 4l + c of rows k .. k + 3
+    m[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
+    m[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
+    m[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
+    m[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {  // column 4l + c: lane l of m[c], m[4 + c], m[8 + c], m[12 + c]
+    const __m512i v0 = _mm512_shuffle_i32x4(m[c], m[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(m[c], m[4 + c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(m[8 + c], m[12 + c], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(m[8 + c], m[12 + c], 0xEE);
+    t[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    t[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    t[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+  for (int k = 0; k < 16; ++k) m[k] = t[k];
+}
+
+// rows [r0, r0 + 16) of x (kDim bfloat16 = 16 pairs each) as registers, zero from row r0 + rows.
+inline void load_pair_rows(BRows x, int64_t r0, int64_t rows, __m512i m[16]) {
+  for (int i = 0; i < 16; ++i) m[i] = i < rows ? _mm512_loadu_si512(x.row(r0 + i)) : _mm512_setzero_si512();
+}
+
 // The head's rows as B operands of x k^T: for keys 16c .. 16c + 15, a [16 dim pairs][16 keys][2] tile
 // at out + 512 c; zero beyond key n (ld keys in all).
 inline void pack_transposed(BRows x, int64_t n, int64_t ld, bf16* out) {
-  uint32_t* tiles = reinterpret_cast<uint32_t*>(out);  // one dim pair per 32 bits
-  for (int64_t j = 0; j < ld; ++j) {
-    uint32_t* column = tiles + (j / kTile) * kTile * kTile + j % kTile;
-    if (j < n) {
-      uint32_t pairs[kDim / 2];
-      std::memcpy(pairs, x.row(j), sizeof(pairs));
-      for (int r = 0; r < kDim / 2; ++r) column[r * kTile] = pairs[r];
-    } else {
-      for (int r = 0; r < kDim / 2; ++r) column[r * kTile] = 0;
-    }
+  for (int64_t j = 0; j < ld; j += kTile) {
+    __m512i m[16];
+    load_pair_rows(x, j, n - j, m);
+    transpose16(m);
+    for (int r = 0; r < 16; ++r) _mm512_storeu_si512(out + j * kDim + r * 32, m[r]);
   }
 }
 
@@ -123,30 +178,47 @@ inline void pack_pairs(BRows x, int64_t n, int64_t ld, bf16* out) {
   }
 }
 
-// [count][kDim] -> [kDim][count] (count = 32: the A operands of block^T, 16 columns each).
-inline void transpose_block(const bf16* block, bf16* out) {
-  for (int i = 0; i < kKeys; ++i)
-    for (int d = 0; d < kDim; ++d) out[d * kKeys + i] = block[i * kDim + d];
+// rows [r0, r0 + rows) of x (rows <= 32) transposed: out[d][i] = x[r0 + i][d], zero for i >= rows
+// ([kDim][32]: the A operands of block^T, dims 0-15 and 16-31).
+inline void transpose_rows(BRows x, int64_t r0, int64_t rows, bf16* out) {
+  for (int half = 0; half < 2; ++half) {
+    __m512i m[16];
+    load_pair_rows(x, r0 + 16 * half, rows - 16 * half, m);
+    transpose16(m);  // m[r]: the pairs (x[i][2r], x[i][2r + 1]) of 16 rows i
+    for (int r = 0; r < 16; ++r) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (2 * r) * kKeys + 16 * half), _mm512_cvtepi32_epi16(m[r]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (2 * r + 1) * kKeys + 16 * half),
+                          _mm512_cvtepi32_epi16(_mm512_srli_epi32(m[r], 16)));
+    }
+  }
 }
 
-// A float32 [rows][ld] block of 16-key tiles row i, column j: out[i * ld + j] for 32 rows (A tiles 2, 3 hold
-// rows 0-15 and 16-31) times the B operands of pack_transposed (ld keys).
+// out[32][ld] (float32, row stride ld) = the 32 rows in A tiles 2 (rows 0-15) and 3 (16-31) times
+// the B operands of pack_transposed (ld keys). Software-pipelined: each chunk of 16 keys is stored while
+// the next one's products run (accumulators 0, 1 and 6, 7 in turn).
 inline void rows_times_packed(const bf16* packed, int64_t ld, float* out) {
-  for (int64_t j = 0; j < ld; j += kKeys) {
-    _tile_zero(0);
-    _tile_zero(1);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_loadd(4, packed, 64);
+  _tile_dpbf16ps(0, 2, 4);
+  _tile_dpbf16ps(1, 3, 4);
+  for (int64_t j = kTile; j < ld; j += kKeys) {
     _tile_zero(6);
     _tile_zero(7);
-    _tile_loadd(4, packed + j * kDim, 64);
-    _tile_loadd(5, packed + (j + kTile) * kDim, 64);
-    _tile_dpbf16ps(0, 2, 4);
-    _tile_dpbf16ps(1, 3, 4);
+    _tile_loadd(5, packed + j * kDim, 64);
     _tile_dpbf16ps(6, 2, 5);
     _tile_dpbf16ps(7, 3, 5);
-    _tile_stored(0, out + j, ld * 4);
-    _tile_stored(1, out + kTile * ld + j, ld * 4);
-    _tile_stored(6, out + j + kTile, ld * 4);
-    _tile_stored(7, out + kTile * ld + j + kTile, ld * 4);
+    _tile_stored(0, out + j - kTile, ld * 4);
+    _tile_stored(1, out + kTile * ld + j - kTile, ld * 4);
+    if (j + kTile < ld) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_loadd(4, packed + (j + kTile) * kDim, 64);
+      _tile_dpbf16ps(0, 2, 4);
+      _tile_dpbf16ps(1, 3, 4);
+    }
+    _tile_stored(6, out + j, ld * 4);
+    _tile_stored(7, out + kTile * ld + j, ld * 4);
   }
 }
 
@@ -180,7 +252,8 @@ struct TileScratch {
 
 // One head: o = softmax(scale q k^T) v (bfloat16), lse = each row's log-sum-exp of scale q k^T, 16
 // queries at a time.
-void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, MutableBRows o, float* lse, TileScratch& s) {
+void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, MutableBRows o, float* lse, TileScratch& s,
+                        const BRows* next) {
   const int64_t ld = s.ld;
   const vfloat c = splat(scale * kLog2e);
   pack_transposed(k, n, ld, s.kt);
@@ -188,6 +261,8 @@ void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, Mutab
   bf16* weights = s.gr;  // [16][ld]
   for (int64_t r0 = 0; r0 < n; r0 += kTile) {
     const int64_t rows = std::min<int64_t>(kTile, n - r0);
+    prefetch_rows({q}, r0 + kTile, kTile, n);
+    if (next) prefetch_rows({next[0], next[1]}, r0, kTile, n);
     if (rows == kTile) {
       _tile_loadd(2, q.row(r0), q.bytes());
     } else {
@@ -208,18 +283,18 @@ void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, Mutab
     for (int i = 0; i < kTile; ++i) {  // base-2 softmax numerators, rounded to bfloat16
       const float* row = s.scores + i * ld;
       vfloat m = splat(-INFINITY);
-      for (int64_t j = 0; j < ld; j += kLanes) {
+      over_keys(n, ld, [&](int64_t j, auto valid) {
         const vfloat x = load(row + j) * c;
-        const vfloat y = vfloat(_mm512_mask_max_ps(__m512(m), valid_keys(j, n), __m512(m), __m512(x)));
-        m = y;
-      }
+        const vfloat kept = zero_outside(valid, splat(1.f)) > splat(0.f) ? x : m;  // padding keys ignored
+        m = kept > m ? kept : m;
+      });
       const vfloat mv = splat(hmax(m));
       vfloat sum = vfloat{};
-      for (int64_t j = 0; j < ld; j += kLanes) {
-        const vfloat e = zero_outside(valid_keys(j, n), vexp2(load(row + j) * c - mv));
+      over_keys(n, ld, [&](int64_t j, auto valid) {
+        const vfloat e = zero_outside(valid, vexp2_coarse(load(row + j) * c - mv));
         narrow(weights + i * ld + j, e);
         sum += e;
-      }
+      });
       maxima[i] = mv[0];
       totals[i] = hsum(sum);
     }
@@ -245,10 +320,18 @@ void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, Mutab
 
 // rows [0, n) of a transposed float32 accumulator acc[kDim][ld] as bfloat16 rows of `to`.
 inline void write_transposed(const float* acc, int64_t ld, int64_t n, MutableBRows to) {
-  alignas(64) float row[kDim];
-  for (int64_t j = 0; j < n; ++j) {
-    for (int d = 0; d < kDim; ++d) row[d] = acc[d * ld + j];
-    for (int d = 0; d < kDim; d += kLanes) narrow(to.row(j) + d, load(row + d));
+  for (int64_t j = 0; j < n; j += kTile) {
+    __m512i lo[16], hi[16];  // dims 0-15 and 16-31 of keys j .. j + 15
+    for (int d = 0; d < 16; ++d) {
+      lo[d] = _mm512_loadu_si512(acc + d * ld + j);
+      hi[d] = _mm512_loadu_si512(acc + (d + 16) * ld + j);
+    }
+    transpose16(lo);
+    transpose16(hi);
+    for (int64_t m = 0; m < std::min<int64_t>(kTile, n - j); ++m) {
+      narrow(to.row(j + m), vfloat(_mm512_castsi512_ps(lo[m])));
+      narrow(to.row(j + m) + 16, vfloat(_mm512_castsi512_ps(hi[m])));
+    }
   }
 }
 
@@ -256,7 +339,7 @@ inline void write_transposed(const float* acc, int64_t ld, int64_t n, MutableBRo
 // scores' gradient g = scale w (d_o v^T - rowsum(d_o o)) per block; dv^T += d_o^T w and dk^T += q^T g in
 // float32 accumulators [kDim][ld] (tiles of 16 dims x 16 keys), dq = g k.
 void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const float* lse, int64_t n, float scale,
-                   MutableBRows dq, MutableBRows dk, MutableBRows dv, TileScratch& s) {
+                   MutableBRows dq, MutableBRows dk, MutableBRows dv, TileScratch& s, const BRows* next) {
   const int64_t ld = s.ld;
   const vfloat c = splat(scale * kLog2e), sv = splat(scale);
   pack_transposed(k, n, ld, s.kt);  // scores
@@ -266,10 +349,12 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
   std::fill(s.dvt, s.dvt + kDim * ld, 0.f);
   for (int64_t r0 = 0; r0 < n; r0 += kKeys) {
     const int64_t rows = std::min<int64_t>(kKeys, n - r0);
+    prefetch_rows({q, o, d_o}, r0 + kKeys, kKeys, n);
+    if (next) prefetch_rows({next[0], next[1]}, r0, kKeys, n);
     copy_block(q, r0, rows, kKeys, s.qb);
     copy_block(d_o, r0, rows, kKeys, s.gb);
-    transpose_block(s.qb, s.qt);
-    transpose_block(s.gb, s.gt);
+    transpose_rows(q, r0, rows, s.qt);
+    transpose_rows(d_o, r0, rows, s.gt);
     float shift[kKeys], term[kKeys];
     for (int64_t i = 0; i < rows; ++i) {
       shift[i] = lse[r0 + i] * kLog2e;
@@ -297,18 +382,17 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
       const bool pair = i + 1 < rows;
       const float* s0 = s.scores + i * ld;
       const float* d0 = s.grads + i * ld;
-      const vfloat h0 = splat(shift[i]), h1 = splat(pair ? shift[i + 1] : 0.f);
-      const vfloat t0 = splat(term[i]), t1 = splat(pair ? term[i + 1] : 0.f);
-      for (int64_t j = 0; j < ld; j += kLanes) {
-        const __mmask16 m0 = valid_keys(j, n), m1 = pair ? m0 : __mmask16(0);
-        const vfloat w0 = zero_outside(m0, vexp2(load(s0 + j) * c - h0));
-        const vfloat w1 = zero_outside(m1, vexp2(load(s0 + ld + j) * c - h1));
-        const vfloat x0 = w0 * (load(d0 + j) - t0) * sv, x1 = w1 * (load(d0 + ld + j) - t1) * sv;
+      const vfloat h0 = splat(shift[i]), h1 = splat(pair ? shift[i + 1] : 1e30f);  // a padding row: 2^-huge = 0
+      const vfloat t0 = splat(term[i] * scale), t1 = splat(pair ? term[i + 1] * scale : 0.f);
+      over_keys(n, ld, [&](int64_t j, auto valid) {
+        const vfloat w0 = zero_outside(valid, vexp2_coarse(load(s0 + j) * c - h0));
+        const vfloat w1 = zero_outside(valid, vexp2_coarse(load(s0 + ld + j) * c - h1));
+        const vfloat x0 = w0 * (load(d0 + j) * sv - t0), x1 = w1 * (load(d0 + ld + j) * sv - t1);
         narrow_pairs(wp + 2 * j, w0, w1);
         narrow_pairs(gp + 2 * j, x0, x1);
         narrow(g0 + j, x0);
         narrow(g1 + j, x1);
-      }
+      });
     }
     _tile_loadd(2, s.gt, 64);  // d_o^T, dims 0-15 and 16-31
     _tile_loadd(3, s.gt + kTile * kKeys, 64);
@@ -355,6 +439,16 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
   write_transposed(s.dvt, ld, n, dv);
 }
 
+// The k and v rows of head h + 1 when it is in the range [., end) (read into cache while h computes).
+const BRows* next_head(const Geometry& g, const bf16* qkv, int64_t h, int64_t end, BRows* next) {
+  if (h + 1 >= end) return nullptr;
+  const HeadAt at(g, h + 1);
+  const bf16* k = qkv + at.packed + at.part;
+  next[0] = {k, at.packed_stride};
+  next[1] = {k + at.part, at.packed_stride};
+  return next;
+}
+
 }  // namespace
 
 bool amx_ready() {
@@ -368,12 +462,13 @@ void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, i
                         float* lse) {
   TileScratch scratch(g.tokens);
   Tiles tiles;
+  BRows next[2];
   for (int64_t h = begin; h < end; ++h) {
     const HeadAt at(g, h);
     const bf16* q = qkv + at.packed;
     const int64_t ps = at.packed_stride;
     forward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, g.tokens, g.scale,
-                 {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch);
+                       {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch, next_head(g, qkv, h, end, next));
   }
 }
 
@@ -381,6 +476,7 @@ void backward_heads_bf16(const Geometry& g, const uint16_t* qkv, const uint16_t*
                          const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv) {
   TileScratch scratch(g.tokens);
   Tiles tiles;
+  BRows next[2];
   for (int64_t h = begin; h < end; ++h) {
     const HeadAt at(g, h);
     const bf16* q = qkv + at.packed;
@@ -388,7 +484,7 @@ void backward_heads_bf16(const Geometry& g, const uint16_t* qkv, const uint16_t*
     const int64_t ps = at.packed_stride;
     backward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, {out + at.plain, at.plain_stride},
                   {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
-                  {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch);
+                  {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch, next_head(g, qkv, h, end, next));
   }
 }
 
