@@ -8,9 +8,10 @@ softmax gradient four passes over [B, H, N, N]). Here each forward and backward 
 runs one sequence at a time, whose [H, N, N] scores stay in cache, recomputes them in the backward
 pass instead of keeping them, and takes the softmax gradient's row term from the [B, H, N, Dh] output
 instead of the weights: sum_j P_ij dP_ij = sum_d dO_id O_id. Where the native ops are available
-(hacm_tf.ops.native: float32, built for this CPU) they replace the attention, LayerNorm and GELU
-paths: scores, softmax and products in cache, one pass per row statistic. Results equal the plain
-formulas to float32 rounding (tests/ops/test_fused.py, test_native.py); the element-wise maths runs
+(hacm_tf.ops.native, built for this CPU) they replace the attention, LayerNorm and GELU paths:
+scores, softmax and products in cache, one pass per row statistic; in bfloat16 also LayerNorm,
+bias + GELU and the other bias additions, and the attention where the AMX tiles run it. Results equal
+the plain formulas to float32 rounding (tests/ops/test_fused.py, test_native.py); the element-wise maths runs
 in float32 for bfloat16 inputs and rounds once at the end. The matmuls stay TensorFlow's (oneDNN).
 
 Used by the transformer blocks in training; inference, export and ONNX conversion keep the plain
@@ -108,13 +109,16 @@ def _float32_dense(x: tf.Tensor, layer) -> bool:
 
 
 def _bfloat16_dense(x: tf.Tensor, layer) -> bool:
-    """A bfloat16 Dense layer with bias whose bias the native ops can add (mixed bfloat16)."""
-    return x.dtype == tf.bfloat16 and layer.compute_dtype == "bfloat16" and layer.use_bias and native.available()
+    """A bfloat16 Dense layer with bias (mixed bfloat16: its input float32 or bfloat16) whose bias the
+    native ops can add."""
+    return (layer.compute_dtype == "bfloat16" and x.dtype in (tf.float32, tf.bfloat16) and layer.use_bias
+            and native.available())
 
 
 def _dense_then(finish, x: tf.Tensor, layer) -> tf.Tensor:
-    """finish(x @ kernel, bias) of a Keras Dense ``layer`` over x [..., D] as rows, with _matmul (the
-    kernel in x's dtype)."""
+    """finish(x @ kernel, bias) of a Keras Dense ``layer`` over x [..., D] as rows, with _matmul (x and
+    the kernel in the layer's compute dtype, as the layer itself would cast them)."""
+    x = tf.cast(x, layer.compute_dtype)
     kernel = tf.cast(layer.kernel, x.dtype)
     return _on_rows(lambda rows: finish(_matmul(rows, kernel), layer.bias), x, layer.units)
 
@@ -144,9 +148,10 @@ def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     """LayerNorm over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta. x [..., D];
-    gamma, beta [D]. The backward pass keeps x and the [..., 1] inverse deviations. float32 runs on
-    the native op where it is built (hacm_tf.ops.native), the rest as XLA-fused kernels."""
-    if x.dtype == tf.float32 and native.available():
+    gamma, beta [D]. The backward pass keeps x and the [..., 1] inverse deviations. float32 and
+    bfloat16 run on the native op where it is built (hacm_tf.ops.native), the rest as XLA-fused
+    kernels."""
+    if x.dtype in (tf.float32, tf.bfloat16) and native.available():
         return native.layer_norm(x, gamma, beta, epsilon)
     epsilon = tf.constant(epsilon, tf.float32)
 

@@ -220,6 +220,22 @@ def test_layer_norm_matches_float64_autodiff(op_library, shape):
 
 
 @needs_compiler
+@pytest.mark.parametrize("shape", [(3, 70, 256), (5, 37)])
+def test_bfloat16_layer_norm_matches_float64(op_library, shape):
+    x = tf.cast(RNG.normal(size=shape) * 3 + 1, tf.bfloat16)
+    x64 = tf.cast(x, tf.float64)
+    gamma, beta = (RNG.normal(size=shape[-1:]).astype(np.float32) for _ in range(2))
+    d_out, d_out64 = _bfloat16_values(shape, 1.0)
+    got = _value_and_grads(lambda x, g, b: native.layer_norm(x, g, b, 1e-5), [x, gamma, beta], d_out)
+    want = _value_and_grads(_plain_layer_norm, [x64, gamma.astype(np.float64), beta.astype(np.float64)], d_out64)
+    for name, g, w in zip(("y", "dx", "d_gamma", "d_beta"), got, want):
+        assert g.dtype == (tf.bfloat16.as_numpy_dtype if name in ("y", "dx") else np.float32)
+        # y and dx: one bfloat16 rounding of values of order one (2^-9 relative); the sums in float32
+        np.testing.assert_allclose(g.astype(np.float64), w, rtol=2 ** -8, atol=2 ** -8 * np.abs(w).max() / 8,
+                                   err_msg=name)
+
+
+@needs_compiler
 def test_layer_norm_rejects_mismatched_parameters_and_fused_takes_it(op_library, monkeypatch):
     ops = native.load()
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"LayerNorm: gamma has shape \[8\], expected \[6\]"):
@@ -233,7 +249,7 @@ def test_layer_norm_rejects_mismatched_parameters_and_fused_takes_it(op_library,
 
     assert "HacmLayerNorm" in _graph_op_types(norm, spec, vector, vector)
     half = tf.TensorSpec([2, 9, 24], tf.bfloat16)
-    assert "HacmLayerNorm" not in _graph_op_types(norm, half, vector, vector)
+    assert "HacmLayerNorm" in _graph_op_types(norm, half, vector, vector)
     monkeypatch.setenv(native.SWITCH_ENV, "0")
     assert "HacmLayerNorm" not in _graph_op_types(norm, spec, vector, vector)
 
@@ -295,14 +311,15 @@ def test_bfloat16_bias_gelu_and_bias_add_match_float64(op_library, shape):
 def test_bfloat16_dense_layers_take_the_native_bias_ops(op_library):
     layer = keras.layers.Dense(24, dtype="mixed_bfloat16")
     layer.build((None, 16))
-    spec = tf.TensorSpec([2, 9, 16], tf.bfloat16)
-    assert "HacmBiasAdd" in _graph_op_types(lambda x: fused.dense(x, layer), spec)
-    assert "HacmBiasGelu" in _graph_op_types(lambda x: fused.dense_gelu(x, layer), spec)
-    x = tf.cast(RNG.normal(size=(2, 9, 16)), tf.bfloat16)
-    for got, want in ((fused.dense(x, layer), layer(x)), (fused.dense_gelu(x, layer), fused.gelu(layer(x)))):
-        assert got.dtype == tf.bfloat16
-        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), tf.cast(want, tf.float32).numpy(),
-                                   rtol=2e-2, atol=2e-2)
+    for dtype in (tf.bfloat16, tf.float32):   # float32: a float32 residual stream's LayerNorm output
+        spec = tf.TensorSpec([2, 9, 16], dtype)
+        assert "HacmBiasAdd" in _graph_op_types(lambda x: fused.dense(x, layer), spec)
+        assert "HacmBiasGelu" in _graph_op_types(lambda x: fused.dense_gelu(x, layer), spec)
+        x = tf.cast(RNG.normal(size=(2, 9, 16)), dtype)
+        for got, want in ((fused.dense(x, layer), layer(x)), (fused.dense_gelu(x, layer), fused.gelu(layer(x)))):
+            assert got.dtype == tf.bfloat16
+            np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), tf.cast(want, tf.float32).numpy(),
+                                       rtol=2e-2, atol=2e-2)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmBiasAdd: bias has shape \[5\], expected \[6\]"):
         native.load().hacm_bias_add(tf.zeros((4, 6), tf.bfloat16), tf.zeros(5))
 

@@ -218,7 +218,8 @@ def attention_packed(qkv: tf.Tensor, scale: float) -> tf.Tensor:
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
-    """LayerNorm over the last axis: x [..., D], gamma and beta [D] -> [..., D]; float32.
+    """LayerNorm over the last axis: x [..., D] float32 or bfloat16, gamma and beta [D] -> [..., D] in
+    x's dtype (the maths and the parameters in float32).
 
     One pass per row statistic while the row is in cache; the gradient keeps x and the rows' mean
     and 1 / std. Requires ``available()``.
@@ -230,7 +231,7 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
         y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon)
         return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy)
 
-    return normalise(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+    return normalise(x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
 
 
 def bias_gelu(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:

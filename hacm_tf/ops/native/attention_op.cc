@@ -57,7 +57,6 @@ REGISTER_OP("HacmAmxReady")
 
 namespace {
 
-using tensorflow::bfloat16;
 
 // The geometry of qkv [B, N, 3, H, D], checked (bfloat16: the AMX kernels' head dimension and tiles).
 Status ReadGeometry(const Tensor& qkv, float scale, hacm_attention::Geometry* g) {
@@ -77,14 +76,6 @@ Status ReadGeometry(const Tensor& qkv, float scale, hacm_attention::Geometry* g)
   }
   return Status();
 }
-
-// The kernels' element pointers: float32 as is, bfloat16 as its raw 16 bits.
-inline const float* Data(const Tensor& t, float) { return t.flat<float>().data(); }
-inline float* Data(Tensor* t, float) { return t->flat<float>().data(); }
-inline const uint16_t* Data(const Tensor& t, bfloat16) {
-  return reinterpret_cast<const uint16_t*>(t.flat<bfloat16>().data());
-}
-inline uint16_t* Data(Tensor* t, bfloat16) { return reinterpret_cast<uint16_t*>(t->flat<bfloat16>().data()); }
 
 inline void ForwardHeads(const hacm_attention::Geometry& g, const float* qkv, int64_t b, int64_t e, float* out,
                          float* lse) {

@@ -8,7 +8,6 @@
 namespace {
 
 using namespace hacm_ops;  // NOLINT
-using tensorflow::bfloat16;
 
 }  // namespace
 
@@ -54,14 +53,6 @@ Status Geometry(OpKernelContext* ctx, const char* op, bool grad, int64_t* rows, 
   TF_RETURN_IF_ERROR(ExpectShape(op, "bias", ctx->input(1), TensorShape({*f})));
   return grad ? ExpectShape(op, "dy", ctx->input(2), ctx->input(0).shape()) : Status();
 }
-
-// Element pointers for the kernels: float32 as is, bfloat16 as its raw 16 bits.
-inline const float* Data(const Tensor& t, float) { return t.flat<float>().data(); }
-inline float* Data(Tensor* t, float) { return t->flat<float>().data(); }
-inline const uint16_t* Data(const Tensor& t, bfloat16) {
-  return reinterpret_cast<const uint16_t*>(t.flat<bfloat16>().data());
-}
-inline uint16_t* Data(Tensor* t, bfloat16) { return reinterpret_cast<uint16_t*>(t->flat<bfloat16>().data()); }
 
 template <class T>
 class BiasGeluOp : public OpKernel {

@@ -9,8 +9,10 @@ namespace hacm_layer_norm {
 using hacm_attention::hsum;
 using hacm_attention::kLanes;
 using hacm_attention::load;
+using hacm_attention::put;
 using hacm_attention::splat;
 using hacm_attention::store;
+using hacm_attention::to_float;
 using hacm_attention::vfloat;
 
 namespace {
@@ -26,43 +28,43 @@ float row_sum(int64_t d, Vec vec, Scalar scalar) {
   return total;
 }
 
-}  // namespace
-
-void forward_rows(const float* x, const float* gamma, const float* beta, int64_t d, float epsilon,
-                  int64_t begin, int64_t end, float* y, float* mean, float* rstd) {
+template <class T>
+void forward(const T* x, const float* gamma, const float* beta, int64_t d, float epsilon, int64_t begin,
+             int64_t end, T* y, float* mean, float* rstd) {
   const int64_t full = d / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
-    const float* xr = x + r * d;
-    float* yr = y + r * d;
-    const float m = row_sum(d, [&](int64_t j) { return load(xr + j); }, [&](int64_t j) { return xr[j]; }) / d;
+    const T* xr = x + r * d;
+    T* yr = y + r * d;
+    const float m = row_sum(d, [&](int64_t j) { return load(xr + j); }, [&](int64_t j) { return to_float(xr[j]); }) / d;
     const vfloat mv = splat(m);
     const float var = row_sum(
         d, [&](int64_t j) { const vfloat c = load(xr + j) - mv; return c * c; },
-        [&](int64_t j) { const float c = xr[j] - m; return c * c; }) / d;
+        [&](int64_t j) { const float c = to_float(xr[j]) - m; return c * c; }) / d;
     const float s = 1.f / std::sqrt(var + epsilon);
     const vfloat sv = splat(s);
     for (int64_t j = 0; j < full; j += kLanes)
       store(yr + j, (load(xr + j) - mv) * sv * load(gamma + j) + load(beta + j));
-    for (int64_t j = full; j < d; ++j) yr[j] = (xr[j] - m) * s * gamma[j] + beta[j];
+    for (int64_t j = full; j < d; ++j) put(yr + j, (to_float(xr[j]) - m) * s * gamma[j] + beta[j]);
     mean[r] = m;
     rstd[r] = s;
   }
 }
 
-void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
-                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta) {
+template <class T>
+void backward(const T* x, const float* gamma, const float* mean, const float* rstd, const T* dy, int64_t d,
+              int64_t begin, int64_t end, T* dx, float* d_gamma, float* d_beta) {
   const int64_t full = d / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
-    const float *xr = x + r * d, *gr = dy + r * d;
-    float* dxr = dx + r * d;
+    const T *xr = x + r * d, *gr = dy + r * d;
+    T* dxr = dx + r * d;
     const vfloat mv = splat(mean[r]), sv = splat(rstd[r]);
     const float m = mean[r], s = rstd[r];
     // with x_hat = (x - mean) rstd and g = dy gamma: dx = rstd (g - mean(g) - x_hat mean(g x_hat))
     const float g_mean = row_sum(
-        d, [&](int64_t j) { return load(gr + j) * load(gamma + j); }, [&](int64_t j) { return gr[j] * gamma[j]; }) / d;
+        d, [&](int64_t j) { return load(gr + j) * load(gamma + j); }, [&](int64_t j) { return to_float(gr[j]) * gamma[j]; }) / d;
     const float gx_mean = row_sum(
         d, [&](int64_t j) { return load(gr + j) * load(gamma + j) * ((load(xr + j) - mv) * sv); },
-        [&](int64_t j) { return gr[j] * gamma[j] * ((xr[j] - m) * s); }) / d;
+        [&](int64_t j) { return to_float(gr[j]) * gamma[j] * ((to_float(xr[j]) - m) * s); }) / d;
     const vfloat gm = splat(g_mean), gxm = splat(gx_mean);
     for (int64_t j = 0; j < full; j += kLanes) {
       const vfloat x_hat = (load(xr + j) - mv) * sv, g = load(gr + j);
@@ -71,12 +73,32 @@ void backward_rows(const float* x, const float* gamma, const float* mean, const 
       store(d_beta + j, load(d_beta + j) + g);
     }
     for (int64_t j = full; j < d; ++j) {
-      const float x_hat = (xr[j] - m) * s, g = gr[j];
-      dxr[j] = s * (g * gamma[j] - g_mean - x_hat * gx_mean);
+      const float x_hat = (to_float(xr[j]) - m) * s, g = to_float(gr[j]);
+      put(dxr + j, s * (g * gamma[j] - g_mean - x_hat * gx_mean));
       d_gamma[j] += g * x_hat;
       d_beta[j] += g;
     }
   }
+}
+
+}  // namespace
+
+void forward_rows(const float* x, const float* gamma, const float* beta, int64_t d, float epsilon,
+                  int64_t begin, int64_t end, float* y, float* mean, float* rstd) {
+  forward(x, gamma, beta, d, epsilon, begin, end, y, mean, rstd);
+}
+void forward_rows(const uint16_t* x, const float* gamma, const float* beta, int64_t d, float epsilon,
+                  int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd) {
+  forward(x, gamma, beta, d, epsilon, begin, end, y, mean, rstd);
+}
+void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
+                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta) {
+  backward(x, gamma, mean, rstd, dy, d, begin, end, dx, d_gamma, d_beta);
+}
+void backward_rows(const uint16_t* x, const float* gamma, const float* mean, const float* rstd,
+                   const uint16_t* dy, int64_t d, int64_t begin, int64_t end, uint16_t* dx, float* d_gamma,
+                   float* d_beta) {
+  backward(x, gamma, mean, rstd, dy, d, begin, end, dx, d_gamma, d_beta);
 }
 
 }  // namespace hacm_layer_norm

@@ -1,5 +1,6 @@
 // TensorFlow ops HacmLayerNorm (LayerNorm over the last axis, with the rows' mean and 1 / std) and
-// HacmLayerNormGrad, on layer_norm_kernels.cc; rows run in parallel on the intra-op thread pool.
+// HacmLayerNormGrad, on layer_norm_kernels.cc; rows run in parallel on the intra-op thread pool. x, y,
+// dy, dx float32 or bfloat16 (the maths in float32); parameters and row statistics float32.
 #include <vector>
 
 #include "layer_norm.h"
@@ -18,11 +19,12 @@ Status RowShape(InferenceContext* c, ShapeHandle* rows) {
 }  // namespace
 
 REGISTER_OP("HacmLayerNorm")
-    .Input("x: float")
+    .Input("x: T")
     .Input("gamma: float")
     .Input("beta: float")
     .Attr("epsilon: float")
-    .Output("y: float")
+    .Attr("T: {float, bfloat16}")
+    .Output("y: T")
     .Output("mean: float")
     .Output("rstd: float")
     .SetShapeFn([](InferenceContext* c) {
@@ -37,12 +39,13 @@ REGISTER_OP("HacmLayerNorm")
          "1 / sqrt(var + epsilon) [...] for the gradient.");
 
 REGISTER_OP("HacmLayerNormGrad")
-    .Input("x: float")
+    .Input("x: T")
     .Input("gamma: float")
     .Input("mean: float")
     .Input("rstd: float")
-    .Input("dy: float")
-    .Output("dx: float")
+    .Input("dy: T")
+    .Attr("T: {float, bfloat16}")
+    .Output("dx: T")
     .Output("d_gamma: float")
     .Output("d_beta: float")
     .SetShapeFn(ShapesOfInputs<0, 1, 1>)
@@ -68,6 +71,7 @@ Status Geometry(OpKernelContext* ctx, bool grad, int64_t* rows, int64_t* d) {
   return ExpectShape(op, "dy", ctx->input(4), ctx->input(0).shape());
 }
 
+template <class T>
 class LayerNormOp : public OpKernel {
  public:
   explicit LayerNormOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -82,9 +86,10 @@ class LayerNormOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, RowsOf(ctx->input(0).shape()), &mean));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, RowsOf(ctx->input(0).shape()), &rstd));
     if (rows == 0 || d == 0) return;
-    const float *x = ctx->input(0).flat<float>().data(), *gamma = ctx->input(1).flat<float>().data(),
-                *beta = ctx->input(2).flat<float>().data();
-    float *yp = y->flat<float>().data(), *mp = mean->flat<float>().data(), *sp = rstd->flat<float>().data();
+    const auto* x = Data(ctx->input(0), T());
+    const float *gamma = ctx->input(1).flat<float>().data(), *beta = ctx->input(2).flat<float>().data();
+    auto* yp = Data(y, T());
+    float *mp = mean->flat<float>().data(), *sp = rstd->flat<float>().data();
     ParallelRows(ctx, rows, 8 * d, [&](int64_t begin, int64_t end) {
       hacm_layer_norm::forward_rows(x, gamma, beta, d, epsilon_, begin, end, yp, mp, sp);
     });
@@ -94,6 +99,7 @@ class LayerNormOp : public OpKernel {
   float epsilon_;
 };
 
+template <class T>
 class LayerNormGradOp : public OpKernel {
  public:
   explicit LayerNormGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -106,13 +112,14 @@ class LayerNormGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d}), &d_gamma));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({d}), &d_beta));
     if (d == 0) return;
-    const float* in[5];
-    for (int i = 0; i < 5; ++i) in[i] = ctx->input(i).flat<float>().data();
-    float* dxp = dx->flat<float>().data();
+    const auto* x = Data(ctx->input(0), T());
+    const auto* dy = Data(ctx->input(4), T());
+    const float* in[4];
+    for (int i = 1; i < 4; ++i) in[i] = ctx->input(i).flat<float>().data();  // gamma, mean, rstd
+    auto* dxp = Data(dx, T());
     std::vector<float> sums(2 * d);  // d_gamma, d_beta
     RowsWithColumnSums(ctx, rows, d, 2, 12 * d, [&](int64_t begin, int64_t end, float* block_sums) {
-      hacm_layer_norm::backward_rows(in[0], in[1], in[2], in[3], in[4], d, begin, end, dxp, block_sums,
-                                     block_sums + d);
+      hacm_layer_norm::backward_rows(x, in[1], in[2], in[3], dy, d, begin, end, dxp, block_sums, block_sums + d);
     }, sums.data());
     std::copy(sums.begin(), sums.begin() + d, d_gamma->flat<float>().data());
     std::copy(sums.begin() + d, sums.end(), d_beta->flat<float>().data());
@@ -121,5 +128,8 @@ class LayerNormGradOp : public OpKernel {
 
 }  // namespace
 
-REGISTER_KERNEL_BUILDER(Name("HacmLayerNorm").Device(DEVICE_CPU), LayerNormOp);
-REGISTER_KERNEL_BUILDER(Name("HacmLayerNormGrad").Device(DEVICE_CPU), LayerNormGradOp);
+#define HACM_REGISTER(T)                                                                                     \
+  REGISTER_KERNEL_BUILDER(Name("HacmLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"), LayerNormOp<T>); \
+  REGISTER_KERNEL_BUILDER(Name("HacmLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), LayerNormGradOp<T>);
+HACM_REGISTER(float)
+HACM_REGISTER(bfloat16)

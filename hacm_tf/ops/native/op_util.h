@@ -25,6 +25,17 @@ using tensorflow::errors::InvalidArgument;
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
+using tensorflow::bfloat16;
+
+// The kernels' element pointers: float32 as is, bfloat16 as its raw 16 bits (uint16_t); the second
+// argument picks the type.
+inline const float* Data(const Tensor& t, float) { return t.flat<float>().data(); }
+inline float* Data(Tensor* t, float) { return t->flat<float>().data(); }
+inline const uint16_t* Data(const Tensor& t, bfloat16) {
+  return reinterpret_cast<const uint16_t*>(t.flat<bfloat16>().data());
+}
+inline uint16_t* Data(Tensor* t, bfloat16) { return reinterpret_cast<uint16_t*>(t->flat<bfloat16>().data()); }
+
 // "op: name has shape [...], expected [...]" unless t has the shape want.
 inline Status ExpectShape(const char* op, const char* name, const Tensor& t, const TensorShape& want) {
   if (t.shape() != want)
