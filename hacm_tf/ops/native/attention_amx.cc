@@ -231,11 +231,12 @@ struct TileScratch {
   int64_t ld;
   std::unique_ptr<char, AlignedFree> memory;
   float *scores, *grads, *dkt, *dvt, *block_out;  // [32][ld] x 4, [32][kDim]
-  bf16 *kt, *vt, *kp, *vp, *wp, *gp, *gr;         // 32 ld each
-  bf16 *qb, *gb, *qt, *gt;                        // [32][kDim] each
+  bf16 *kt, *vt, *kp, *vp, *gr;                   // 32 ld each
+  bf16 *wp[2], *gp[2];                            // 32 ld each, for two blocks of queries
+  bf16 *qb, *gb, *qt[2], *gt[2];                  // [32][kDim] each
   explicit TileScratch(int64_t n) : ld(round_up(n, kKeys)) {
     const int64_t f = 32 * ld, small = 32 * kDim;
-    const int64_t bytes = round_up((4 * f + small) * 4 + (7 * f + 4 * small) * 2 + 64 * 16, 64);
+    const int64_t bytes = round_up((4 * f + small) * 4 + (9 * f + 6 * small) * 2 + 64 * 24, 64);
     memory.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
     char* at = memory.get();
     auto take = [&](int64_t count, auto* type) {
@@ -245,8 +246,8 @@ struct TileScratch {
     };
     for (float** p : {&scores, &grads, &dkt, &dvt}) *p = take(f, static_cast<float*>(nullptr));
     block_out = take(small, static_cast<float*>(nullptr));
-    for (bf16** p : {&kt, &vt, &kp, &vp, &wp, &gp, &gr}) *p = take(f, static_cast<bf16*>(nullptr));
-    for (bf16** p : {&qb, &gb, &qt, &gt}) *p = take(small, static_cast<bf16*>(nullptr));
+    for (bf16** p : {&kt, &vt, &kp, &vp, &gr, &wp[0], &wp[1], &gp[0], &gp[1]}) *p = take(f, static_cast<bf16*>(nullptr));
+    for (bf16** p : {&qb, &gb, &qt[0], &qt[1], &gt[0], &gt[1]}) *p = take(small, static_cast<bf16*>(nullptr));
   }
 };
 
@@ -335,6 +336,37 @@ inline void write_transposed(const float* acc, int64_t ld, int64_t n, MutableBRo
   }
 }
 
+// dv^T += d_o^T w and dk^T += q^T g (float32 [kDim][ld], tiles of 16 dims x 16 keys) for `blocks` (1
+// or 2) blocks of 32 queries: two blocks per load and store of each accumulator tile.
+inline void accumulate_dk_dv(const TileScratch& s, int blocks) {
+  const int64_t ld = s.ld;
+  for (int part = 0; part < 2; ++part) {  // dv from d_o^T and w, then dk from q^T and g
+    bf16* const* a = part == 0 ? s.gt : s.qt;
+    bf16* const* b = part == 0 ? s.wp : s.gp;
+    float* acc = part == 0 ? s.dvt : s.dkt;
+    _tile_loadd(2, a[0], 64);  // dims 0-15 and 16-31 of the first block
+    _tile_loadd(3, a[0] + kTile * kKeys, 64);
+    if (blocks == 2) {
+      _tile_loadd(4, a[1], 64);
+      _tile_loadd(5, a[1] + kTile * kKeys, 64);
+    }
+    for (int64_t j = 0; j < ld; j += kTile) {
+      _tile_loadd(0, acc + j, ld * 4);
+      _tile_loadd(1, acc + kTile * ld + j, ld * 4);
+      _tile_loadd(6, b[0] + 2 * j, ld * 4);
+      _tile_dpbf16ps(0, 2, 6);
+      _tile_dpbf16ps(1, 3, 6);
+      if (blocks == 2) {
+        _tile_loadd(7, b[1] + 2 * j, ld * 4);
+        _tile_dpbf16ps(0, 4, 7);
+        _tile_dpbf16ps(1, 5, 7);
+      }
+      _tile_stored(0, acc + j, ld * 4);
+      _tile_stored(1, acc + kTile * ld + j, ld * 4);
+    }
+  }
+}
+
 // One head's gradients (dq, dk, dv) given d_o, o and lse, 32 queries at a time: the weights w and the
 // scores' gradient g = scale w (d_o v^T - rowsum(d_o o)) per block; dv^T += d_o^T w and dk^T += q^T g in
 // float32 accumulators [kDim][ld] (tiles of 16 dims x 16 keys), dq = g k.
@@ -349,12 +381,13 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
   std::fill(s.dvt, s.dvt + kDim * ld, 0.f);
   for (int64_t r0 = 0; r0 < n; r0 += kKeys) {
     const int64_t rows = std::min<int64_t>(kKeys, n - r0);
+    const int set = (r0 / kKeys) % 2;  // which of the two blocks' buffers
     prefetch_rows({q, o, d_o}, r0 + kKeys, kKeys, n);
     if (next) prefetch_rows({next[0], next[1]}, r0, kKeys, n);
     copy_block(q, r0, rows, kKeys, s.qb);
     copy_block(d_o, r0, rows, kKeys, s.gb);
-    transpose_rows(q, r0, rows, s.qt);
-    transpose_rows(d_o, r0, rows, s.gt);
+    transpose_rows(q, r0, rows, s.qt[set]);
+    transpose_rows(d_o, r0, rows, s.gt[set]);
     float shift[kKeys], term[kKeys];
     for (int64_t i = 0; i < rows; ++i) {
       shift[i] = lse[r0 + i] * kLog2e;
@@ -369,8 +402,8 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
     _tile_loadd(3, s.gb + kTile * kDim, 64);
     rows_times_packed(s.vt, ld, s.grads);
     for (int64_t i = 0; i < kKeys; i += 2) {  // rows i, i + 1: one row of pairs
-      bf16* wp = s.wp + i * ld;
-      bf16* gp = s.gp + i * ld;
+      bf16* wp = s.wp[set] + i * ld;
+      bf16* gp = s.gp[set] + i * ld;
       bf16* g0 = s.gr + i * ld;
       bf16* g1 = g0 + ld;
       if (i >= rows) {  // padding rows: no weight, no gradient
@@ -394,26 +427,7 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
         narrow(g1 + j, x1);
       });
     }
-    _tile_loadd(2, s.gt, 64);  // d_o^T, dims 0-15 and 16-31
-    _tile_loadd(3, s.gt + kTile * kKeys, 64);
-    _tile_loadd(4, s.qt, 64);  // q^T
-    _tile_loadd(5, s.qt + kTile * kKeys, 64);
-    for (int64_t j = 0; j < ld; j += kTile) {
-      _tile_loadd(6, s.wp + 2 * j, ld * 4);
-      _tile_loadd(7, s.gp + 2 * j, ld * 4);
-      _tile_loadd(0, s.dvt + j, ld * 4);
-      _tile_loadd(1, s.dvt + kTile * ld + j, ld * 4);
-      _tile_dpbf16ps(0, 2, 6);
-      _tile_dpbf16ps(1, 3, 6);
-      _tile_stored(0, s.dvt + j, ld * 4);
-      _tile_stored(1, s.dvt + kTile * ld + j, ld * 4);
-      _tile_loadd(0, s.dkt + j, ld * 4);
-      _tile_loadd(1, s.dkt + kTile * ld + j, ld * 4);
-      _tile_dpbf16ps(0, 4, 7);
-      _tile_dpbf16ps(1, 5, 7);
-      _tile_stored(0, s.dkt + j, ld * 4);
-      _tile_stored(1, s.dkt + kTile * ld + j, ld * 4);
-    }
+    if (set == 1 || r0 + kKeys >= n) accumulate_dk_dv(s, set + 1);
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(6);
