@@ -183,10 +183,10 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
         mean, var = tf.nn.moments(t, axes=[-1], keepdims=True)
         return (t - mean) * tf.math.rsqrt(var + 1e-5)
 
-    qkv = tf.cast(g.normal([sequences, tokens, 3, heads, head_dim]), tf.float32)   # the layer's packed projection
-    d_out = tf.cast(g.normal([sequences, tokens, heads, head_dim]), tf.float32)
+    qkv = normal([sequences, tokens, 3, heads, head_dim])   # the layer's packed projection
+    d_out = normal([sequences, tokens, heads, head_dim])
 
-    def attention_pass(core):   # forward and d_qkv, weights recomputed, float32 (as the layer runs it)
+    def attention_pass(core):   # forward and d_qkv, weights recomputed, in ``dtype`` (as the layer runs it)
         def run():
             with tf.GradientTape() as tape:
                 tape.watch(qkv)
@@ -217,7 +217,7 @@ def kernel_rates(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: 
          8.0 * size * h.shape.num_elements()),
         ("LayerNorm", "[%d, %d]" % (rows_n, dim), lambda: layer_norm(x), 0, 8.0 * size * x.shape.num_elements()),
     ]
-    if native.available(head_dim):
+    if native.available(head_dim) and (tf.as_dtype(dtype) == tf.float32 or native.amx_available(head_dim)):
         kernels.insert(6, ("attention training pass, native op", attention_shape,
                            attention_pass(native.attention_packed), 6 * att, 0))
     rows = []
