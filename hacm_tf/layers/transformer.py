@@ -131,9 +131,11 @@ class LayerNorm(keras.layers.LayerNormalization):
         super().__init__(epsilon=epsilon, **kwargs)
         self.fused = bool(fused)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, out_dtype=None):
+        """x [..., D] -> [..., D]; ``out_dtype`` (training with fused kernels): the result's dtype, e.g.
+        the bfloat16 of the branch that reads it (the cast is then part of the one pass)."""
         if training and self.fused:
-            return fused_ops.layer_norm(x, self.gamma, self.beta, self.epsilon)
+            return fused_ops.layer_norm(x, self.gamma, self.beta, self.epsilon, out_dtype)
         return super().call(x)
 
     def get_config(self):
@@ -193,9 +195,11 @@ class TransformerBlock(keras.layers.Layer):
 
     def _residuals(self, x, training=False, seeds=None):
         attn_seed, mlp_seed = (None, None) if seeds is None else tf.unstack(seeds)
-        branch = tf.cast(self.attn(self.norm1(x, training=training), training=training), x.dtype)
+        branch_dtype = self.attn.compute_dtype   # the branches' inputs normalised straight into it
+        branch = tf.cast(self.attn(self.norm1(x, training=training, out_dtype=branch_dtype), training=training),
+                         x.dtype)
         x = x + self.drop(branch, training=training, seed=attn_seed)
-        normed = self.norm2(x, training=training)
+        normed = self.norm2(x, training=training, out_dtype=branch_dtype)
         if training and self.fused:
             branch = fused_ops.dense(fused_ops.dense_gelu(normed, self.fc1), self.fc2)
         else:

@@ -146,13 +146,14 @@ def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
     return _dense_then(native.bias_gelu, x, layer)
 
 
-def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, out_dtype=None) -> tf.Tensor:
     """LayerNorm over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta. x [..., D];
-    gamma, beta [D]. The backward pass keeps x and the [..., 1] inverse deviations. float32 and
-    bfloat16 run on the native op where it is built (hacm_tf.ops.native), the rest as XLA-fused
+    gamma, beta [D]; the result in ``out_dtype`` (default x's). The backward pass keeps x and the
+    [..., 1] inverse deviations. float32 and bfloat16 run on the native op where it is built
+    (hacm_tf.ops.native; a float32 x normalised straight into bfloat16), the rest as XLA-fused
     kernels."""
     if x.dtype in (tf.float32, tf.bfloat16) and native.available():
-        return native.layer_norm(x, gamma, beta, epsilon)
+        return native.layer_norm(x, gamma, beta, epsilon, out_dtype)
     epsilon = tf.constant(epsilon, tf.float32)
 
     @tf.custom_gradient
@@ -160,7 +161,8 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
         y, inv_std = _layer_norm_forward(x, gamma, beta, epsilon)
         return y, lambda dy: _layer_norm_backward(x, gamma, inv_std, dy)
 
-    return normalise(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+    y = normalise(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+    return y if out_dtype is None else tf.cast(y, out_dtype)
 
 
 @tf.function(jit_compile=True, autograph=False)

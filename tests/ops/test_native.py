@@ -220,16 +220,18 @@ def test_layer_norm_matches_float64_autodiff(op_library, shape):
 
 
 @needs_compiler
+@pytest.mark.parametrize("x_dtype", [tf.bfloat16, tf.float32], ids=["bfloat16", "float32_to_bfloat16"])
 @pytest.mark.parametrize("shape", [(3, 70, 256), (5, 37)])
-def test_bfloat16_layer_norm_matches_float64(op_library, shape):
-    x = tf.cast(RNG.normal(size=shape) * 3 + 1, tf.bfloat16)
+def test_bfloat16_layer_norm_matches_float64(op_library, shape, x_dtype):
+    x = tf.cast(RNG.normal(size=shape) * 3 + 1, x_dtype)
     x64 = tf.cast(x, tf.float64)
     gamma, beta = (RNG.normal(size=shape[-1:]).astype(np.float32) for _ in range(2))
     d_out, d_out64 = _bfloat16_values(shape, 1.0)
-    got = _value_and_grads(lambda x, g, b: native.layer_norm(x, g, b, 1e-5), [x, gamma, beta], d_out)
+    got = _value_and_grads(lambda x, g, b: native.layer_norm(x, g, b, 1e-5, tf.bfloat16), [x, gamma, beta], d_out)
     want = _value_and_grads(_plain_layer_norm, [x64, gamma.astype(np.float64), beta.astype(np.float64)], d_out64)
+    dtypes = {"y": tf.bfloat16.as_numpy_dtype, "dx": x_dtype.as_numpy_dtype}
     for name, g, w in zip(("y", "dx", "d_gamma", "d_beta"), got, want):
-        assert g.dtype == (tf.bfloat16.as_numpy_dtype if name in ("y", "dx") else np.float32)
+        assert g.dtype == dtypes.get(name, np.float32)
         # y and dx: one bfloat16 rounding of values of order one (2^-9 relative); the sums in float32
         np.testing.assert_allclose(g.astype(np.float64), w, rtol=2 ** -8, atol=2 ** -8 * np.abs(w).max() / 8,
                                    err_msg=name)

@@ -217,18 +217,22 @@ def attention_packed(qkv: tf.Tensor, scale: float) -> tf.Tensor:
     return tf.cast(packed(tf.cast(qkv, compute)), dtype)
 
 
-def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, out_dtype=None) -> tf.Tensor:
     """LayerNorm over the last axis: x [..., D] float32 or bfloat16, gamma and beta [D] -> [..., D] in
-    x's dtype (the maths and the parameters in float32).
+    ``out_dtype`` (default x's; bfloat16 also from a float32 x: the normalised stream of a bfloat16
+    branch, written once); the maths and the parameters in float32.
 
     One pass per row statistic while the row is in cache; the gradient keeps x and the rows' mean
-    and 1 / std. Requires ``available()``.
+    and 1 / std, and returns dx in x's dtype. Requires ``available()``.
     """
     ops, epsilon = load(), float(epsilon)
+    out_dtype = tf.as_dtype(out_dtype or x.dtype)
+    if x.dtype == tf.bfloat16 and out_dtype != tf.bfloat16:
+        return tf.cast(layer_norm(x, gamma, beta, epsilon), out_dtype)
 
     @tf.custom_gradient
     def normalise(x, gamma, beta):
-        y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon)
+        y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon, U=out_dtype)
         return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy)
 
     return normalise(x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))

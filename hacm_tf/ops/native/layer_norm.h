@@ -1,6 +1,6 @@
 // Entry points of the LayerNorm kernels (layer_norm_kernels.cc, compiled for the host's instruction set).
 // x, y, dy, dx: [rows, d] row-major, float32 or bfloat16 (raw uint16_t; the maths in float32, rounded
-// once); gamma, beta, d_gamma, d_beta: [d]; mean, rstd: [rows] (float32).
+// once; y and dy bfloat16 for a float32 x as well); gamma, beta, d_gamma, d_beta: [d]; mean, rstd: [rows] (float32).
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,8 @@ void forward_rows(const float* x, const float* gamma, const float* beta, int64_t
                   int64_t begin, int64_t end, float* y, float* mean, float* rstd);
 void forward_rows(const uint16_t* x, const float* gamma, const float* beta, int64_t d, float epsilon,
                   int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd);
+void forward_rows(const float* x, const float* gamma, const float* beta, int64_t d, float epsilon,
+                  int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd);
 
 // Rows [begin, end): dx, and this range's sums of dy * x_hat and dy (added to d_gamma, d_beta).
 void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
@@ -19,5 +21,7 @@ void backward_rows(const float* x, const float* gamma, const float* mean, const 
 void backward_rows(const uint16_t* x, const float* gamma, const float* mean, const float* rstd,
                    const uint16_t* dy, int64_t d, int64_t begin, int64_t end, uint16_t* dx, float* d_gamma,
                    float* d_beta);
+void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const uint16_t* dy,
+                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta);
 
 }  // namespace hacm_layer_norm

@@ -28,13 +28,13 @@ float row_sum(int64_t d, Vec vec, Scalar scalar) {
   return total;
 }
 
-template <class T>
+template <class T, class U>
 void forward(const T* x, const float* gamma, const float* beta, int64_t d, float epsilon, int64_t begin,
-             int64_t end, T* y, float* mean, float* rstd) {
+             int64_t end, U* y, float* mean, float* rstd) {
   const int64_t full = d / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
     const T* xr = x + r * d;
-    T* yr = y + r * d;
+    U* yr = y + r * d;
     const float m = row_sum(d, [&](int64_t j) { return load(xr + j); }, [&](int64_t j) { return to_float(xr[j]); }) / d;
     const vfloat mv = splat(m);
     const float var = row_sum(
@@ -50,12 +50,13 @@ void forward(const T* x, const float* gamma, const float* beta, int64_t d, float
   }
 }
 
-template <class T>
-void backward(const T* x, const float* gamma, const float* mean, const float* rstd, const T* dy, int64_t d,
+template <class T, class U>
+void backward(const T* x, const float* gamma, const float* mean, const float* rstd, const U* dy, int64_t d,
               int64_t begin, int64_t end, T* dx, float* d_gamma, float* d_beta) {
   const int64_t full = d / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
-    const T *xr = x + r * d, *gr = dy + r * d;
+    const T* xr = x + r * d;
+    const U* gr = dy + r * d;
     T* dxr = dx + r * d;
     const vfloat mv = splat(mean[r]), sv = splat(rstd[r]);
     const float m = mean[r], s = rstd[r];
@@ -91,7 +92,15 @@ void forward_rows(const uint16_t* x, const float* gamma, const float* beta, int6
                   int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd) {
   forward(x, gamma, beta, d, epsilon, begin, end, y, mean, rstd);
 }
+void forward_rows(const float* x, const float* gamma, const float* beta, int64_t d, float epsilon,
+                  int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd) {
+  forward(x, gamma, beta, d, epsilon, begin, end, y, mean, rstd);
+}
 void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
+                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta) {
+  backward(x, gamma, mean, rstd, dy, d, begin, end, dx, d_gamma, d_beta);
+}
+void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const uint16_t* dy,
                    int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta) {
   backward(x, gamma, mean, rstd, dy, d, begin, end, dx, d_gamma, d_beta);
 }

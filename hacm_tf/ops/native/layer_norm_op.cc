@@ -1,6 +1,7 @@
 // TensorFlow ops HacmLayerNorm (LayerNorm over the last axis, with the rows' mean and 1 / std) and
 // HacmLayerNormGrad, on layer_norm_kernels.cc; rows run in parallel on the intra-op thread pool. x, y,
-// dy, dx float32 or bfloat16 (the maths in float32); parameters and row statistics float32.
+// dy, dx float32 or bfloat16 (the maths in float32; y and dy may be bfloat16 for a float32 x);
+// parameters and row statistics float32.
 #include <vector>
 
 #include "layer_norm.h"
@@ -24,7 +25,8 @@ REGISTER_OP("HacmLayerNorm")
     .Input("beta: float")
     .Attr("epsilon: float")
     .Attr("T: {float, bfloat16}")
-    .Output("y: T")
+    .Attr("U: {float, bfloat16} = DT_FLOAT")
+    .Output("y: U")
     .Output("mean: float")
     .Output("rstd: float")
     .SetShapeFn([](InferenceContext* c) {
@@ -35,16 +37,17 @@ REGISTER_OP("HacmLayerNorm")
       c->set_output(2, rows);
       return Status();
     })
-    .Doc("LayerNorm over the last axis of x [..., D] with gamma, beta [D]; the rows' mean and "
-         "1 / sqrt(var + epsilon) [...] for the gradient.");
+    .Doc("LayerNorm over the last axis of x [..., D] with gamma, beta [D], y in dtype U (x's, or bfloat16 "
+         "from float32 x); the rows' mean and 1 / sqrt(var + epsilon) [...] for the gradient.");
 
 REGISTER_OP("HacmLayerNormGrad")
     .Input("x: T")
     .Input("gamma: float")
     .Input("mean: float")
     .Input("rstd: float")
-    .Input("dy: T")
+    .Input("dy: U")
     .Attr("T: {float, bfloat16}")
+    .Attr("U: {float, bfloat16}")
     .Output("dx: T")
     .Output("d_gamma: float")
     .Output("d_beta: float")
@@ -71,7 +74,7 @@ Status Geometry(OpKernelContext* ctx, bool grad, int64_t* rows, int64_t* d) {
   return ExpectShape(op, "dy", ctx->input(4), ctx->input(0).shape());
 }
 
-template <class T>
+template <class T, class U>
 class LayerNormOp : public OpKernel {
  public:
   explicit LayerNormOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -88,7 +91,7 @@ class LayerNormOp : public OpKernel {
     if (rows == 0 || d == 0) return;
     const auto* x = Data(ctx->input(0), T());
     const float *gamma = ctx->input(1).flat<float>().data(), *beta = ctx->input(2).flat<float>().data();
-    auto* yp = Data(y, T());
+    auto* yp = Data(y, U());
     float *mp = mean->flat<float>().data(), *sp = rstd->flat<float>().data();
     ParallelRows(ctx, rows, 8 * d, [&](int64_t begin, int64_t end) {
       hacm_layer_norm::forward_rows(x, gamma, beta, d, epsilon_, begin, end, yp, mp, sp);
@@ -99,7 +102,7 @@ class LayerNormOp : public OpKernel {
   float epsilon_;
 };
 
-template <class T>
+template <class T, class U>
 class LayerNormGradOp : public OpKernel {
  public:
   explicit LayerNormGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -113,7 +116,7 @@ class LayerNormGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({d}), &d_beta));
     if (d == 0) return;
     const auto* x = Data(ctx->input(0), T());
-    const auto* dy = Data(ctx->input(4), T());
+    const auto* dy = Data(ctx->input(4), U());
     const float* in[4];
     for (int i = 1; i < 4; ++i) in[i] = ctx->input(i).flat<float>().data();  // gamma, mean, rstd
     auto* dxp = Data(dx, T());
@@ -128,8 +131,13 @@ class LayerNormGradOp : public OpKernel {
 
 }  // namespace
 
-#define HACM_REGISTER(T)                                                                                     \
-  REGISTER_KERNEL_BUILDER(Name("HacmLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"), LayerNormOp<T>); \
-  REGISTER_KERNEL_BUILDER(Name("HacmLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), LayerNormGradOp<T>);
-HACM_REGISTER(float)
-HACM_REGISTER(bfloat16)
+#define HACM_REGISTER(T, U)                                                                      \
+  REGISTER_KERNEL_BUILDER(                                                                        \
+      Name("HacmLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T").TypeConstraint<U>("U"),     \
+      LayerNormOp<T, U>);                                                                         \
+  REGISTER_KERNEL_BUILDER(                                                                        \
+      Name("HacmLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<T>("T").TypeConstraint<U>("U"), \
+      LayerNormGradOp<T, U>);
+HACM_REGISTER(float, float)
+HACM_REGISTER(bfloat16, bfloat16)
+HACM_REGISTER(float, bfloat16)  // a float32 residual stream normalised into a bfloat16 branch
