@@ -79,19 +79,6 @@ inline __mmask16 valid_keys(int64_t j, int64_t n) {
 }
 inline vfloat zero_outside(__mmask16 m, vfloat x) { return vfloat(_mm512_maskz_mov_ps(m, __m512(x))); }
 
-// 2^x per lane to a relative 1.0e-4 (a degree-3 polynomial of x's fraction, near-minimax): far below
-// the weights' rounding to bfloat16 (2^-9), and the same function in both passes, so the recomputed
-// weights still sum to one.
-inline vfloat vexp2_coarse(vfloat x) {
-  const vfloat n = round_to_integer(x);
-  const vfloat r = x - n;
-  vfloat p = splat(0.055008891969919205f);
-  p = p * r + splat(0.2422109991312027f);
-  p = p * r + splat(0.693282961845398f);
-  p = p * r + splat(1.0f);
-  return times_power_of_two(p, n);
-}
-
 // fn(j, mask) over the vectors of keys j = 0, 16, ... < ld: mask all ones below n / 16 * 16 (no
 // masking needed), then the lanes of keys below n.
 template <class Fn>

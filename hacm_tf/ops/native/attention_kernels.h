@@ -172,6 +172,22 @@ inline vfloat vexp2(vfloat x) {
   return times_power_of_two(p, n);
 }
 
+// 2^x per lane to a relative 1.0e-4 (a degree-3 polynomial of x's fraction, near-minimax), for results
+// rounded to bfloat16 (2^-9): the bfloat16 attention (the same function in both passes, so the
+// recomputed weights still sum to one) and the bfloat16 GELU. Inputs below -150 give 0.
+inline vfloat vexp2_coarse(vfloat x) {
+#ifndef __AVX512F__
+  x = x > splat(-150.f) ? x : splat(-150.f);  // for the rounding and the exponent bits
+#endif
+  const vfloat n = round_to_integer(x);
+  const vfloat r = x - n;
+  vfloat p = splat(0.055008891969919205f);
+  p = p * r + splat(0.2422109991312027f);
+  p = p * r + splat(0.693282961845398f);
+  p = p * r + splat(1.0f);
+  return times_power_of_two(p, n);
+}
+
 inline float hsum(vfloat v) {
 #ifdef __AVX512F__
   return _mm512_reduce_add_ps(__m512(v));
