@@ -459,34 +459,41 @@ bool amx_ready() {
 
 bool amx_head_dim(int64_t d) { return d == kDim; }
 
-void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
-                        float* lse) {
+namespace {
+
+// fn(at, q, scratch, next) for the heads h in [begin, end) with this thread's tiles configured: q points
+// at head h's queries in qkv, next at head h + 1's k and v rows when that head is in the range.
+template <class Fn>
+void each_head(const Geometry& g, const bf16* qkv, int64_t begin, int64_t end, Fn fn) {
   TileScratch scratch(g.tokens);
   Tiles tiles;
   BRows next[2];
   for (int64_t h = begin; h < end; ++h) {
     const HeadAt at(g, h);
-    const bf16* q = qkv + at.packed;
+    fn(h, at, qkv + at.packed, scratch, next_head(g, qkv, h, end, next));
+  }
+}
+
+}  // namespace
+
+void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
+                        float* lse) {
+  each_head(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const bf16* q, TileScratch& s, const BRows* next) {
     const int64_t ps = at.packed_stride;
     forward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, g.tokens, g.scale,
-                       {out + at.plain, at.plain_stride}, lse + h * g.tokens, scratch, next_head(g, qkv, h, end, next));
-  }
+                       {out + at.plain, at.plain_stride}, lse + h * g.tokens, s, next);
+  });
 }
 
 void backward_heads_bf16(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
                          const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv) {
-  TileScratch scratch(g.tokens);
-  Tiles tiles;
-  BRows next[2];
-  for (int64_t h = begin; h < end; ++h) {
-    const HeadAt at(g, h);
-    const bf16* q = qkv + at.packed;
-    bf16* dq = d_qkv + at.packed;
+  each_head(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const bf16* q, TileScratch& s, const BRows* next) {
     const int64_t ps = at.packed_stride;
+    bf16* dq = d_qkv + at.packed;
     backward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, {out + at.plain, at.plain_stride},
-                  {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
-                  {dq + at.part, ps}, {dq + 2 * at.part, ps}, scratch, next_head(g, qkv, h, end, next));
-  }
+                        {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
+                        {dq + at.part, ps}, {dq + 2 * at.part, ps}, s, next);
+  });
 }
 
 #endif  // HACM_AMX

@@ -153,39 +153,34 @@ inline vfloat vexp(vfloat x) {
   return times_power_of_two(p, n);
 }
 
-// 2^x per lane for finite x: x = n + r, n the nearest integer, |r| <= 1/2 (exact), then a degree-5
-// polynomial in r (fit of the relative error: at most 1.7e-7 with fused multiply-adds) times 2^n;
-// inputs below -150 give 0. The attention works in base 2 (its scores scaled by log2 e): no ln 2
-// reduction steps.
-inline vfloat vexp2(vfloat x) {
+// 2^x per lane as 2^n P(r), x = n + r with n the nearest integer and |r| <= 1/2 (exact); P's
+// coefficients highest degree first. Inputs below -150 give 0.
+template <int N>
+inline vfloat exp2_by(vfloat x, const float (&c)[N]) {
 #ifndef __AVX512F__
   x = x > splat(-150.f) ? x : splat(-150.f);  // for the rounding and the exponent bits
 #endif
   const vfloat n = round_to_integer(x);
   const vfloat r = x - n;
-  vfloat p = splat(0.001326472731307149f);
-  p = p * r + splat(0.009671512991189957f);
-  p = p * r + splat(0.05550733581185341f);
-  p = p * r + splat(0.24022242426872253f);
-  p = p * r + splat(0.6931470036506653f);
-  p = p * r + splat(1.0f);
+  vfloat p = splat(c[0]);
+  for (int i = 1; i < N; ++i) p = p * r + splat(c[i]);
   return times_power_of_two(p, n);
 }
 
-// 2^x per lane to a relative 1.0e-4 (a degree-3 polynomial of x's fraction, near-minimax), for results
-// rounded to bfloat16 (2^-9): the bfloat16 attention (the same function in both passes, so the
-// recomputed weights still sum to one) and the bfloat16 GELU. Inputs below -150 give 0.
+// 2^x per lane for finite x, P of degree 5 (fit of the relative error: at most 1.7e-7 with fused
+// multiply-adds). The attention works in base 2 (its scores scaled by log2 e): no ln 2 reduction steps.
+inline vfloat vexp2(vfloat x) {
+  constexpr float c[] = {0.001326472731307149f, 0.009671512991189957f, 0.05550733581185341f,
+                         0.24022242426872253f, 0.6931470036506653f, 1.0f};
+  return exp2_by(x, c);
+}
+
+// 2^x per lane to a relative 1.0e-4 (P of degree 3, near-minimax), for results rounded to bfloat16
+// (2^-8): the bfloat16 attention (the same function in both passes, so the recomputed weights still
+// sum to one) and the bfloat16 GELU.
 inline vfloat vexp2_coarse(vfloat x) {
-#ifndef __AVX512F__
-  x = x > splat(-150.f) ? x : splat(-150.f);  // for the rounding and the exponent bits
-#endif
-  const vfloat n = round_to_integer(x);
-  const vfloat r = x - n;
-  vfloat p = splat(0.055008891969919205f);
-  p = p * r + splat(0.2422109991312027f);
-  p = p * r + splat(0.693282961845398f);
-  p = p * r + splat(1.0f);
-  return times_power_of_two(p, n);
+  constexpr float c[] = {0.055008891969919205f, 0.2422109991312027f, 0.693282961845398f, 1.0f};
+  return exp2_by(x, c);
 }
 
 inline float hsum(vfloat v) {
