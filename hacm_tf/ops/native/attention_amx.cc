@@ -103,7 +103,8 @@ typedef Strided<bf16> MutableBRows;
 // KB apart, which the hardware prefetchers do not follow. One line per row (kDim bfloat16 = 64 bytes).
 inline void prefetch_rows(std::initializer_list<BRows> arrays, int64_t r0, int64_t count, int64_t n) {
   for (const BRows& a : arrays)
-    for (int64_t r = r0; r < std::min(r0 + count, n); ++r) _mm_prefetch(reinterpret_cast<const char*>(a.row(r)), _MM_HINT_T0);
+    for (int64_t r = r0; r < std::min(r0 + count, n); ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(a.row(r)), _MM_HINT_T0);
 }
 
 // rows [r0, r0 + rows) of x as a dense [count][kDim] block, zero beyond `rows`.
@@ -233,7 +234,8 @@ struct TileScratch {
     };
     for (float** p : {&scores, &grads, &dkt, &dvt}) *p = take(f, static_cast<float*>(nullptr));
     block_out = take(small, static_cast<float*>(nullptr));
-    for (bf16** p : {&kt, &vt, &kp, &vp, &gr, &wp[0], &wp[1], &gp[0], &gp[1]}) *p = take(f, static_cast<bf16*>(nullptr));
+    for (bf16** p : {&kt, &vt, &kp, &vp, &gr, &wp[0], &wp[1], &gp[0], &gp[1]})
+      *p = take(f, static_cast<bf16*>(nullptr));
     for (bf16** p : {&qb, &gb, &qt[0], &qt[1], &gt[0], &gt[1]}) *p = take(small, static_cast<bf16*>(nullptr));
   }
 };

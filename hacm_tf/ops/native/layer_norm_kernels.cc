@@ -35,7 +35,8 @@ void forward(const T* x, const float* gamma, const float* beta, int64_t d, float
   for (int64_t r = begin; r < end; ++r) {
     const T* xr = x + r * d;
     U* yr = y + r * d;
-    const float m = row_sum(d, [&](int64_t j) { return load(xr + j); }, [&](int64_t j) { return to_float(xr[j]); }) / d;
+    const float m =
+        row_sum(d, [&](int64_t j) { return load(xr + j); }, [&](int64_t j) { return to_float(xr[j]); }) / d;
     const vfloat mv = splat(m);
     const float var = row_sum(
         d, [&](int64_t j) { const vfloat c = load(xr + j) - mv; return c * c; },
@@ -62,7 +63,8 @@ void backward(const T* x, const float* gamma, const float* mean, const float* rs
     const float m = mean[r], s = rstd[r];
     // with x_hat = (x - mean) rstd and g = dy gamma: dx = rstd (g - mean(g) - x_hat mean(g x_hat))
     const float g_mean = row_sum(
-        d, [&](int64_t j) { return load(gr + j) * load(gamma + j); }, [&](int64_t j) { return to_float(gr[j]) * gamma[j]; }) / d;
+        d, [&](int64_t j) { return load(gr + j) * load(gamma + j); },
+        [&](int64_t j) { return to_float(gr[j]) * gamma[j]; }) / d;
     const float gx_mean = row_sum(
         d, [&](int64_t j) { return load(gr + j) * load(gamma + j) * ((load(xr + j) - mv) * sv); },
         [&](int64_t j) { return to_float(gr[j]) * gamma[j] * ((to_float(xr[j]) - m) * s); }) / d;
