@@ -44,9 +44,9 @@ void backward_heads(const Geometry& g, const float* qkv, const float* out, const
 bool amx_ready();
 // Head dimensions the bfloat16 kernels are compiled for.
 bool amx_head_dim(int64_t d);
-void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
-                        float* lse);
-void backward_heads_bf16(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
-                         const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv);
+void forward_heads(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
+                   float* lse);
+void backward_heads(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
+                    const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv);
 
 }  // namespace hacm_attention

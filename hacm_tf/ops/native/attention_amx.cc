@@ -27,9 +27,9 @@ namespace hacm_attention {
 
 bool amx_ready() { return false; }
 bool amx_head_dim(int64_t) { return false; }
-void forward_heads_bf16(const Geometry&, const uint16_t*, int64_t, int64_t, uint16_t*, float*) {}
-void backward_heads_bf16(const Geometry&, const uint16_t*, const uint16_t*, const float*, const uint16_t*,
-                         int64_t, int64_t, uint16_t*) {}
+void forward_heads(const Geometry&, const uint16_t*, int64_t, int64_t, uint16_t*, float*) {}
+void backward_heads(const Geometry&, const uint16_t*, const uint16_t*, const float*, const uint16_t*,
+                    int64_t, int64_t, uint16_t*) {}
 
 #else
 
@@ -64,8 +64,6 @@ class Tiles {
   Tiles& operator=(const Tiles&) = delete;
 };
 
-inline vfloat widen(const bf16* p) { return load(p); }  // 16 bfloat16 -> float32 (exact)
-inline void narrow(bf16* p, vfloat x) { store(p, x); }  // 16 float32 -> bfloat16, nearest even
 // a and b as bfloat16 pairs: p = a0 b0 a1 b1 ... a15 b15 (one row of a B operand).
 inline void narrow_pairs(bf16* p, vfloat a, vfloat b) {
   alignas(64) static const uint16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
@@ -159,8 +157,8 @@ inline void pack_transposed(BRows x, int64_t n, int64_t ld, bf16* out) {
 inline void pack_pairs(BRows x, int64_t n, int64_t ld, bf16* out) {
   for (int64_t j = 0; j < ld; j += 2) {
     for (int t = 0; t < kDim / kTile; ++t) {
-      const vfloat a = j < n ? widen(x.row(j) + t * kTile) : vfloat{};
-      const vfloat b = j + 1 < n ? widen(x.row(j + 1) + t * kTile) : vfloat{};
+      const vfloat a = j < n ? load(x.row(j) + t * kTile) : vfloat{};
+      const vfloat b = j + 1 < n ? load(x.row(j + 1) + t * kTile) : vfloat{};
       narrow_pairs(out + (j / kKeys * 2 + t) * 512 + (j % kKeys) / 2 * 32, a, b);
     }
   }
@@ -282,7 +280,7 @@ void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, Mutab
       vfloat sum = vfloat{};
       over_keys(n, ld, [&](int64_t j, auto valid) {
         const vfloat e = zero_outside(valid, vexp2_coarse(load(row + j) * c - mv));
-        narrow(weights + i * ld + j, e);
+        store(weights + i * ld + j, e);
         sum += e;
       });
       maxima[i] = mv[0];
@@ -303,7 +301,7 @@ void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, Mutab
     for (int64_t i = 0; i < rows; ++i) {
       lse[r0 + i] = row_lse[i];
       const vfloat inverse = splat(inverse_sums[i]);
-      for (int d = 0; d < kDim; d += kLanes) narrow(o.row(r0 + i) + d, load(s.block_out + i * kDim + d) * inverse);
+      for (int d = 0; d < kDim; d += kLanes) store(o.row(r0 + i) + d, load(s.block_out + i * kDim + d) * inverse);
     }
   }
 }
@@ -319,8 +317,8 @@ inline void write_transposed(const float* acc, int64_t ld, int64_t n, MutableBRo
     transpose16(lo);
     transpose16(hi);
     for (int64_t m = 0; m < std::min<int64_t>(kTile, n - j); ++m) {
-      narrow(to.row(j + m), vfloat(_mm512_castsi512_ps(lo[m])));
-      narrow(to.row(j + m) + 16, vfloat(_mm512_castsi512_ps(hi[m])));
+      store(to.row(j + m), vfloat(_mm512_castsi512_ps(lo[m])));
+      store(to.row(j + m) + 16, vfloat(_mm512_castsi512_ps(hi[m])));
     }
   }
 }
@@ -381,7 +379,7 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
     for (int64_t i = 0; i < rows; ++i) {
       shift[i] = lse[r0 + i] * kLog2e;
       vfloat t = vfloat{};
-      for (int d = 0; d < kDim; d += kLanes) t += widen(d_o.row(r0 + i) + d) * widen(o.row(r0 + i) + d);
+      for (int d = 0; d < kDim; d += kLanes) t += load(d_o.row(r0 + i) + d) * load(o.row(r0 + i) + d);
       term[i] = hsum(t);
     }
     _tile_loadd(2, s.qb, 64);
@@ -412,8 +410,8 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
         const vfloat x0 = w0 * (load(d0 + j) * sv - t0), x1 = w1 * (load(d0 + ld + j) * sv - t1);
         narrow_pairs(wp + 2 * j, w0, w1);
         narrow_pairs(gp + 2 * j, x0, x1);
-        narrow(g0 + j, x0);
-        narrow(g1 + j, x1);
+        store(g0 + j, x0);
+        store(g1 + j, x1);
       });
     }
     if (set == 1 || r0 + kKeys >= n) accumulate_dk_dv(s, set + 1);
@@ -436,7 +434,7 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
     _tile_stored(6, s.block_out + kTile * kDim, kDim * 4);
     _tile_stored(7, s.block_out + kTile * kDim + kTile, kDim * 4);
     for (int64_t i = 0; i < rows; ++i)
-      for (int d = 0; d < kDim; d += kLanes) narrow(dq.row(r0 + i) + d, load(s.block_out + i * kDim + d));
+      for (int d = 0; d < kDim; d += kLanes) store(dq.row(r0 + i) + d, load(s.block_out + i * kDim + d));
   }
   write_transposed(s.dkt, ld, n, dk);
   write_transposed(s.dvt, ld, n, dv);
@@ -478,8 +476,8 @@ void each_head(const Geometry& g, const bf16* qkv, int64_t begin, int64_t end, F
 
 }  // namespace
 
-void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
-                        float* lse) {
+void forward_heads(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
+                   float* lse) {
   each_head(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const bf16* q, TileScratch& s, const BRows* next) {
     const int64_t ps = at.packed_stride;
     forward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, g.tokens, g.scale,
@@ -487,8 +485,8 @@ void forward_heads_bf16(const Geometry& g, const uint16_t* qkv, int64_t begin, i
   });
 }
 
-void backward_heads_bf16(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
-                         const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv) {
+void backward_heads(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
+                    const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv) {
   each_head(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const bf16* q, TileScratch& s, const BRows* next) {
     const int64_t ps = at.packed_stride;
     bf16* dq = d_qkv + at.packed;

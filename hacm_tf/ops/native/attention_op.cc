@@ -77,23 +77,6 @@ Status ReadGeometry(const Tensor& qkv, float scale, hacm_attention::Geometry* g)
   return Status();
 }
 
-inline void ForwardHeads(const hacm_attention::Geometry& g, const float* qkv, int64_t b, int64_t e, float* out,
-                         float* lse) {
-  hacm_attention::forward_heads(g, qkv, b, e, out, lse);
-}
-inline void ForwardHeads(const hacm_attention::Geometry& g, const uint16_t* qkv, int64_t b, int64_t e,
-                         uint16_t* out, float* lse) {
-  hacm_attention::forward_heads_bf16(g, qkv, b, e, out, lse);
-}
-inline void BackwardHeads(const hacm_attention::Geometry& g, const float* qkv, const float* out, const float* lse,
-                          const float* d_out, int64_t b, int64_t e, float* d_qkv) {
-  hacm_attention::backward_heads(g, qkv, out, lse, d_out, b, e, d_qkv);
-}
-inline void BackwardHeads(const hacm_attention::Geometry& g, const uint16_t* qkv, const uint16_t* out,
-                          const float* lse, const uint16_t* d_out, int64_t b, int64_t e, uint16_t* d_qkv) {
-  hacm_attention::backward_heads_bf16(g, qkv, out, lse, d_out, b, e, d_qkv);
-}
-
 // fn(begin, end) over ranges of the B * H heads on the intra-op thread pool; cost: FLOPs per head.
 template <class Fn>
 void ForHeadRanges(OpKernelContext* ctx, const hacm_attention::Geometry& g, double flops_per_token_pair, Fn fn) {
@@ -135,7 +118,9 @@ class AttentionOp : public AttentionKernel {
     const auto* qkv = Data(ctx->input(0), T());
     auto* o = Data(out, T());
     float* l = lse->flat<float>().data();
-    ForHeadRanges(ctx, g, 4.0, [&](int64_t begin, int64_t end) { ForwardHeads(g, qkv, begin, end, o, l); });
+    ForHeadRanges(ctx, g, 4.0, [&](int64_t begin, int64_t end) {
+      hacm_attention::forward_heads(g, qkv, begin, end, o, l);
+    });
   }
 };
 
@@ -159,7 +144,7 @@ class AttentionGradOp : public AttentionKernel {
     const auto* d_out = Data(ctx->input(3), T());
     auto* grad = Data(d_qkv, T());
     ForHeadRanges(ctx, g, 10.0, [&](int64_t begin, int64_t end) {
-      BackwardHeads(g, qkv, out, lse, d_out, begin, end, grad);
+      hacm_attention::backward_heads(g, qkv, out, lse, d_out, begin, end, grad);
     });
   }
 };

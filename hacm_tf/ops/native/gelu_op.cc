@@ -54,23 +54,29 @@ Status Geometry(OpKernelContext* ctx, const char* op, bool grad, int64_t* rows, 
   return grad ? ExpectShape(op, "dy", ctx->input(2), ctx->input(0).shape()) : Status();
 }
 
+// y [..., F] from h [..., F] and bias [F] (checked), rows in parallel: kernel(h, bias, F, begin, end, y);
+// cost: operations per element.
+template <class T, class Kernel>
+void BiasRows(OpKernelContext* ctx, const char* op, int64_t cost, Kernel kernel) {
+  int64_t rows, f;
+  OP_REQUIRES_OK(ctx, Geometry(ctx, op, false, &rows, &f));
+  Tensor* y;
+  OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &y));
+  if (rows == 0 || f == 0) return;
+  const auto* h = Data(ctx->input(0), T());
+  const float* bias = ctx->input(1).flat<float>().data();
+  auto* yp = Data(y, T());
+  ParallelRows(ctx, rows, cost * f, [&](int64_t begin, int64_t end) { kernel(h, bias, f, begin, end, yp); });
+}
+
 template <class T>
 class BiasGeluOp : public OpKernel {
  public:
   explicit BiasGeluOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    int64_t rows, f;
-    OP_REQUIRES_OK(ctx, Geometry(ctx, "HacmBiasGelu", false, &rows, &f));
-    Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &y));
-    if (rows == 0 || f == 0) return;
-    const auto* h = Data(ctx->input(0), T());
-    const float* bias = ctx->input(1).flat<float>().data();
-    auto* yp = Data(y, T());
-    ParallelRows(ctx, rows, 40 * f, [&](int64_t begin, int64_t end) {
-      hacm_gelu::forward_rows(h, bias, f, begin, end, yp);
-    });
+    BiasRows<T>(ctx, "HacmBiasGelu", 40, [](const auto* h, const float* bias, int64_t f, int64_t b, int64_t e,
+                                            auto* y) { hacm_gelu::forward_rows(h, bias, f, b, e, y); });
   }
 };
 
@@ -101,17 +107,7 @@ class BiasAddOp : public OpKernel {
   explicit BiasAddOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    int64_t rows, f;
-    OP_REQUIRES_OK(ctx, Geometry(ctx, "HacmBiasAdd", false, &rows, &f));
-    Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &y));
-    if (rows == 0 || f == 0) return;
-    const uint16_t* h = Data(ctx->input(0), bfloat16());
-    const float* bias = ctx->input(1).flat<float>().data();
-    uint16_t* yp = Data(y, bfloat16());
-    ParallelRows(ctx, rows, 2 * f, [&](int64_t begin, int64_t end) {
-      hacm_gelu::add_bias_rows(h, bias, f, begin, end, yp);
-    });
+    BiasRows<bfloat16>(ctx, "HacmBiasAdd", 2, hacm_gelu::add_bias_rows);
   }
 };
 
