@@ -5,6 +5,8 @@ All functions act on the last axis: ``x: [..., D]``.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 from hacm_tf.ops import native
@@ -42,9 +44,15 @@ def logmap0(y: tf.Tensor, c: float = 1.0) -> tf.Tensor:
 
 def project(y: tf.Tensor, c: float = 1.0, eps: float = BALL_EPS) -> tf.Tensor:
     """Pulls points with |y| >= 1/sqrt(c) back to radius (1 - eps)/sqrt(c) (the reference's rule)."""
+    return _project(y, c, eps)[0]
+
+
+def _project(y, c, eps=BALL_EPS):
+    """project(y) and where it pulled a point back [..., 1]."""
     sc = tf.sqrt(tf.cast(c, y.dtype))
     n = _norm(y)
-    return tf.where(n >= 1.0 / sc, y * ((1.0 - eps) / sc) / tf.maximum(n, MIN_NORM), y)
+    outside = n >= 1.0 / sc
+    return tf.where(outside, y * ((1.0 - eps) / sc) / tf.maximum(n, MIN_NORM), y), outside
 
 
 def clip_norm(x: tf.Tensor, radius: float) -> tf.Tensor:
@@ -54,10 +62,48 @@ def clip_norm(x: tf.Tensor, radius: float) -> tf.Tensor:
 
 
 def expmap_project(x: tf.Tensor, c: float = 1.0, clip_radius: float = 0.0) -> tf.Tensor:
-    """project(expmap0(x)), optionally after clipping |x| to ``clip_radius`` (0: no clipping)."""
-    if clip_radius and clip_radius > 0:
-        x = clip_norm(x, clip_radius)
-    return project(expmap0(x, c), c)
+    """project(expmap0(x)), optionally after clipping |x| to ``clip_radius`` (0: no clipping). [..., D] -> [..., D].
+
+    The forward pass is the reference's composition; the gradient uses that each row is only scaled,
+    y = scale(|x|) x (radial_factors, radial_gradient): one pass over x and dy instead of
+    differentiating the composition's element-wise steps.
+    """
+    c, clip_radius = float(c), float(clip_radius or 0.0)
+
+    @tf.custom_gradient
+    def mapped(x):
+        norm = _norm(x)
+        y, projected = _project(expmap0(clip_norm(x, clip_radius) if clip_radius > 0 else x, c), c)
+        scale, slope = (tf.cast(f, x.dtype) for f in radial_factors(norm, projected, c, clip_radius))
+        return y, lambda dy: radial_gradient(x, scale, slope, dy)
+
+    return mapped(x)
+
+
+def radial_factors(norm: tf.Tensor, projected: tf.Tensor, c: float = 1.0, clip_radius: float = 0.0):
+    """expmap_project's rows as y = scale x: (scale, slope) in float64 [..., 1] from |x| and where the
+    projection fired [..., 1], with dy/dx = scale I + slope x x^T (slope = scale'(|x|) / |x|).
+
+    |y| = tanh(sqrt(c) min(|x|, clip_radius)) / sqrt(c), or (1 - 1e-5) / sqrt(c) where projected; it
+    does not change with |x| where projected or clipped. Rows with |x| = 0 keep y = x.
+    """
+    n = tf.cast(norm, tf.float64)
+    sc = math.sqrt(c)
+    zero, one = tf.zeros_like(n), tf.ones_like(n)
+    th = tf.tanh(sc * (tf.minimum(n, clip_radius) if clip_radius > 0 else n))
+    radius = tf.where(projected, one * ((1.0 - BALL_EPS) / sc), th / sc)          # |y|
+    flat = projected | (n > clip_radius) if clip_radius > 0 else projected
+    d_radius = tf.where(flat, zero, 1.0 - th * th)
+    positive = n > 0
+    safe = tf.where(positive, n, one)
+    scale = tf.where(positive, radius / safe, one)
+    slope = tf.where(positive, (d_radius - scale) / (safe * safe), zero)
+    return scale, slope
+
+
+def radial_gradient(x: tf.Tensor, scale: tf.Tensor, slope: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+    """Gradient of y = scale(|x|) x: dx = scale dy + slope (x . dy) x. x, dy [..., D]; scale, slope [..., 1]."""
+    return scale * dy + (slope * tf.reduce_sum(x * dy, axis=-1, keepdims=True)) * x
 
 
 def distance(u: tf.Tensor, v: tf.Tensor, c: float = 1.0, reference: bool = False) -> tf.Tensor:

@@ -71,3 +71,30 @@ def test_pairwise_distance_equals_the_broadcast_distance(reference):
     want = H.distance(p[..., :, None, :], p[..., None, :, :], 1.0, reference).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert got.shape == (2, 3, 6, 6)
+
+
+@pytest.mark.parametrize("c,clip_radius", [(1.0, 0.0), (2.0, 0.0), (1.0, 2.0), (0.5, 1.5)])
+def test_expmap_project_gradient_equals_the_composition_gradient(c, clip_radius):
+    """The radial gradient (scale dy + slope (x . dy) x) against autodiff through clip, expmap0 and
+    project, in float64, for rows at zero, small, inside, clipped and projected (|x| up to 60)."""
+    rng = np.random.RandomState(5)
+    x = rng.normal(size=(60, 12)) * rng.choice([1e-4, 0.05, 0.4, 1.0, 3.0, 60.0], size=(60, 1))
+    x[0] = 0
+    x, dy = tf.constant(x), tf.constant(rng.normal(size=x.shape))
+
+    def composition(x):
+        return H.project(H.expmap0(H.clip_norm(x, clip_radius) if clip_radius else x, c), c)
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        mapped, composed = H.expmap_project(x, c, clip_radius), composition(x)
+        loss_mapped, loss_composed = tf.reduce_sum(mapped * dy), tf.reduce_sum(composed * dy)
+    np.testing.assert_array_equal(mapped.numpy(), composed.numpy())
+    want = tape.gradient(loss_composed, x).numpy()
+    got = tape.gradient(loss_mapped, x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    projected = np.isclose(np.linalg.norm(mapped.numpy(), axis=-1), (1 - H.BALL_EPS) / np.sqrt(c), rtol=1e-12, atol=0)
+    assert projected.any() == (clip_radius == 0)     # the test reaches the projected branch
+    # a projected row's gradient is tangential: no change of |y| along x
+    radial = np.sum(got * x.numpy(), -1)
+    np.testing.assert_allclose(radial[projected], 0, atol=1e-9)
