@@ -77,15 +77,18 @@ class HyperbolicMapping(keras.layers.Layer):
     """Maps Euclidean features into the Poincare ball: project(expmap0(clip(x))). [..., D] -> [..., D].
 
     clip_radius > 0 first clips the Euclidean norm (feature clipping), which keeps
-    embeddings away from the ball's boundary where float32 distances break down.
+    embeddings away from the ball's boundary where float32 distances break down. ``fused``: in
+    training, the native op where it is built (hacm_tf.ops.hyperbolic.expmap_project); inference and
+    export keep the plain ops.
     """
 
-    def __init__(self, curvature: float = 1.0, clip_radius: float = 0.0, **kwargs):
+    def __init__(self, curvature: float = 1.0, clip_radius: float = 0.0, fused: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.curvature, self.clip_radius = float(curvature), float(clip_radius)
+        self.curvature, self.clip_radius, self.fused = float(curvature), float(clip_radius), bool(fused)
 
-    def call(self, x):
-        return hyperbolic.expmap_project(x, self.curvature, self.clip_radius)
+    def call(self, x, training=False):
+        return hyperbolic.expmap_project(x, self.curvature, self.clip_radius, fused=bool(training) and self.fused)
 
     def get_config(self):
-        return {**super().get_config(), "curvature": self.curvature, "clip_radius": self.clip_radius}
+        return {**super().get_config(), "curvature": self.curvature, "clip_radius": self.clip_radius,
+                "fused": self.fused}

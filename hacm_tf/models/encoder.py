@@ -36,7 +36,7 @@ class SkeletonEncoder(keras.layers.Layer):
     Stages (usable separately by the pretrainers):
       ``embed(x)``: [B, T, V_all, 3] -> raw patch embeddings of the token joints [B, T', V', D]
       ``position(e)``: + joint and temporal embeddings ("mc" in the reference) [B, T', V', D]
-      ``to_manifold(mc)``: hyperbolic map when enabled (HA-CM) [B, T', V', D]
+      ``to_manifold(mc, training)``: hyperbolic map when enabled (HA-CM) [B, T', V', D]
       ``encode(tokens)``: transformer blocks + final LayerNorm [B, L, D] -> [B, L, D]
     ``call(x)`` runs all of them on every token: [B, T, V_all, 3] -> [B, T' * V', D].
     ``config``: a ModelConfig dict; ``remat`` / ``precision`` / ``fused``: ComputeConfig's, for the transformer
@@ -54,7 +54,7 @@ class SkeletonEncoder(keras.layers.Layer):
         self.use_hyperbolic = cfg.method == "hacm" and cfg.hyperbolic
         self.joints_embed = SkeletonEmbedding(cfg.dim, cfg.t_patch, name=EMBEDDING_LAYERS[0])
         self.pos_embed = PositionEmbedding(cfg.num_patches, len(self.joints), cfg.dim, name=EMBEDDING_LAYERS[1])
-        self.hyperbolic = HyperbolicMapping(cfg.curvature, cfg.clip_radius, name="hyperbolic")
+        self.hyperbolic = HyperbolicMapping(cfg.curvature, cfg.clip_radius, fused, name="hyperbolic")
         rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
         self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, True, float(r), remat, precision,
                                         fused, name=f"{BLOCK_PREFIX}{i}") for i, r in enumerate(rates)]
@@ -79,8 +79,8 @@ class SkeletonEncoder(keras.layers.Layer):
     def position(self, e: tf.Tensor, training=False) -> tf.Tensor:
         return self.pos_embed(e, training=training)
 
-    def to_manifold(self, mc: tf.Tensor) -> tf.Tensor:
-        return self.hyperbolic(mc) if self.use_hyperbolic else mc
+    def to_manifold(self, mc: tf.Tensor, training=False) -> tf.Tensor:
+        return self.hyperbolic(mc, training=training) if self.use_hyperbolic else mc
 
     def encode(self, tokens: tf.Tensor, training=False) -> tf.Tensor:
         for block in self.blocks:
@@ -88,7 +88,7 @@ class SkeletonEncoder(keras.layers.Layer):
         return self.norm(tokens, training=training)
 
     def call(self, x, training=False):
-        h = self.to_manifold(self.position(self.embed(x), training=training))   # [B, T', V', D]
+        h = self.to_manifold(self.position(self.embed(x), training=training), training=training)   # [B, T', V', D]
         s = tf.shape(h)
         return self.encode(tf.reshape(h, [s[0], s[1] * s[2], s[3]]), training=training)
 

@@ -206,12 +206,12 @@ class MaskedPretrainer(keras.Model):
         flatten = reference.joint_major if joint_major else _time_major
         e = self.encoder.embed(x)                                         # [B, T', V', D]
         mc = self.encoder.position(e, training=training)                  # [B, T', V', D]
-        h = self.encoder.to_manifold(mc)                                  # [B, T', V', D]
+        h = self.encoder.to_manifold(mc, training)                                  # [B, T', V', D]
         h_t, h_s = hacm.even_odd_patches(h)                               # at times_t, times_s
         tokens_t = flatten(h_t)                                           # [B, L_t, D]
         tokens_s = _time_major(h_s)                                       # [B, L_s, D] (also in the reference)
         score_t = flatten(self._temporal_scores(mc, out))                 # [B, L_t]
-        score_s = flatten(self._spatial_scores(x, h_s, out))              # [B, L_s]
+        score_s = flatten(self._spatial_scores(x, h_s, out, training))    # [B, L_s]
         res_t, res_s = hacm.mask_groups(score_t, score_s, noise[0], noise[1], self.keep_t, self.keep_s, self.tau,
                                         cfg.keep_high_scores)
         vis_t = masking.gather_tokens(tokens_t, res_t.ids_keep)
@@ -232,11 +232,11 @@ class MaskedPretrainer(keras.Model):
         out.update(q_l1=q, k_l2=k, crit_t_matrix=attention)
         return hacm.temporal_scores(attention)
 
-    def _spatial_scores(self, x, h_s, out):
+    def _spatial_scores(self, x, h_s, out, training=False):
         """Spatial criterion: joints [B, T_s, V', D] of the odd patches on the manifold -> [B, T_s, V']."""
         if not self.cfg.spatial_criterion:
             return tf.zeros([tf.shape(x)[0], len(self.times_s), self.num_token_joints])
-        hubs = self.encoder.to_manifold(self.encoder.embed(x, self.layout.hub_joints))
+        hubs = self.encoder.to_manifold(self.encoder.embed(x, self.layout.hub_joints), training)
         father = tf.reduce_mean(tf.stop_gradient(tf.gather(hubs, self.times_s, axis=1)), axis=2,
                                 keepdims=True)                              # [B, T_s, 1, D]
         out.update(father=father)
@@ -277,7 +277,7 @@ class MaskedPretrainer(keras.Model):
 
         # target: motion of the token joints through the exponential map, patchified
         mot = patching.motion(self.encoder.select_joints(x), cfg.motion_stride)
-        mot_h = self.encoder.to_manifold(mot)
+        mot_h = self.encoder.to_manifold(mot, training)
         tgt = patching.patchify(mot_h, cfg.t_patch)                       # [B, T', V', P]
         mask_slots = tf.concat([res_t.mask, res_s.mask], axis=1)          # group-token order
         canonical_mask = tf.gather(mask_slots, self.cell_slots, axis=1)

@@ -61,14 +61,18 @@ def clip_norm(x: tf.Tensor, radius: float) -> tf.Tensor:
     return x * tf.minimum(1.0, radius / tf.maximum(n, MIN_NORM))
 
 
-def expmap_project(x: tf.Tensor, c: float = 1.0, clip_radius: float = 0.0) -> tf.Tensor:
+def expmap_project(x: tf.Tensor, c: float = 1.0, clip_radius: float = 0.0, fused: bool = False) -> tf.Tensor:
     """project(expmap0(x)), optionally after clipping |x| to ``clip_radius`` (0: no clipping). [..., D] -> [..., D].
 
     The forward pass is the reference's composition; the gradient uses that each row is only scaled,
     y = scale(|x|) x (radial_factors, radial_gradient): one pass over x and dy instead of
-    differentiating the composition's element-wise steps.
+    differentiating the composition's element-wise steps. ``fused`` (training graphs): float32 through
+    the native op where it is built (hacm_tf.ops.native.expmap_project: one pass per step, each row
+    in cache; the same results to float32 rounding).
     """
     c, clip_radius = float(c), float(clip_radius or 0.0)
+    if fused and x.dtype == tf.float32 and native.available():
+        return native.expmap_project(x, c, clip_radius)
 
     @tf.custom_gradient
     def mapped(x):

@@ -376,6 +376,42 @@ def test_pairwise_poincare_distance_takes_the_native_op(op_library, monkeypatch)
     assert "HacmPairwiseDistance" not in _graph_op_types(hyperbolic.pairwise_distance, spec)
 
 
+@needs_compiler
+@pytest.mark.parametrize("c,clip_radius", [(1.0, 0.0), (2.0, 0.0), (1.0, 2.0)])
+@pytest.mark.parametrize("shape", [(3, 40, 256), (50, 19), (4, 3), (0, 8)])
+def test_expmap_project_matches_the_plain_map(op_library, shape, c, clip_radius):
+    """Values and gradients against hacm_tf.ops.hyperbolic's plain ops, rows from zero to far outside
+    the ball (D = 256, 19, 3: vector and scalar tails)."""
+    from hacm_tf.ops import hyperbolic
+    rows = int(np.prod(shape[:-1]))
+    norms = RNG.choice([0.0, 1e-3, 0.3, 1.0, 2.5, 6.0, 40.0], size=(rows, 1))
+    x = RNG.normal(size=(rows, shape[-1])) / np.sqrt(shape[-1]) * norms
+    x, dy = x.reshape(shape).astype(np.float32), RNG.normal(size=shape).astype(np.float32)
+    got = _value_and_grads(lambda x: native.expmap_project(x, c, clip_radius), [x], dy)
+    want = _value_and_grads(lambda x: hyperbolic.expmap_project(x, c, clip_radius), [x], dy)
+    # a row at the boundary may be projected by one and not the other (|expmap0(x)| = 1 / sqrt(c) up to
+    # the summation order of its norm): the two radii differ by 1e-5 there
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6 * max(1.0, np.abs(w).max(initial=0)))
+    inside = (np.linalg.norm(x, axis=-1) < 4.0)[..., None]
+    np.testing.assert_allclose(np.where(inside, got[0], 0), np.where(inside, want[0], 0), rtol=1e-6, atol=1e-7)
+
+
+@needs_compiler
+def test_hyperbolic_mapping_takes_the_native_op_in_training_only(op_library, monkeypatch):
+    from hacm_tf.layers.embedding import HyperbolicMapping
+    layer, spec = HyperbolicMapping(1.0), tf.TensorSpec([2, 5, 16], tf.float32)
+    assert "HacmExpmapProject" in _graph_op_types(lambda x: layer(x, training=True), spec)
+    assert "HacmExpmapProject" not in _graph_op_types(lambda x: layer(x, training=False), spec)
+    assert "HacmExpmapProject" not in _graph_op_types(lambda x: HyperbolicMapping(1.0, fused=False)(
+        x, training=True), spec)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="HacmExpmapProjectGrad: factors has shape"):
+        native.load().hacm_expmap_project_grad(tf.zeros([2, 4]), tf.zeros([2, 3]), tf.zeros([2, 4]))
+    monkeypatch.setenv(native.SWITCH_ENV, "0")
+    assert "HacmExpmapProject" not in _graph_op_types(lambda x: layer(x, training=True), spec)
+
+
 def test_failed_build_falls_back_with_the_reason_logged(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv("CXX", "false")                 # a "compiler" that always fails

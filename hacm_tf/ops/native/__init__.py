@@ -1,5 +1,5 @@
 """Native training kernels: attention whose N x N scores never reach memory, LayerNorm, bias + GELU,
-pairwise distances.
+pairwise distances, the Poincare-ball map.
 
 A TensorFlow custom op (``attention_op.cc`` on the kernels of ``attention_kernels.h``) that reads
 the packed qkv projection [B, N, 3, H, D] and writes [B, N, H, D] (no transposes), built on
@@ -12,7 +12,9 @@ TensorFlow's intra-op threads. The LayerNorm op (``layer_norm_op.cc``) makes one
 statistic while the row sits in cache, in both passes; the bias + GELU op (``gelu_op.cc``) adds the
 MLP's first bias and applies the exact GELU in one pass, and its gradient sums the bias gradient in
 the same pass; the pairwise-distance op (``pairwise_op.cc``, for the spatial criterion's joints)
-subtracts and squares in registers what a broadcast formula writes to memory as [..., V, V, D].
+subtracts and squares in registers what a broadcast formula writes to memory as [..., V, V, D]; the
+Poincare-ball map (``poincare_op.cc``) takes each token's norm, exponential map and projection
+while the row is in cache, and its gradient is one pass from the rows' scale factors.
 
 On CPUs with AMX-BF16 the attention op also takes bfloat16 (``attention_amx.cc``, head dimension
 32): its four products run on the AMX tiles (bfloat16 pairs summed in float32), the softmax and its
@@ -47,9 +49,11 @@ from tensorflow.python.ops import control_flow_util
 
 SOURCE_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCES = ("attention_kernels.cc", "attention_amx.cc", "layer_norm_kernels.cc",   # for the host CPU
-                  "gelu_kernels.cc", "pairwise_kernels.cc")
-OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc", "gelu_op.cc", "pairwise_op.cc")  # TensorFlow ops
-SOURCES = (("attention.h", "attention_kernels.h", "layer_norm.h", "gelu.h", "pairwise.h", "op_util.h")
+                  "gelu_kernels.cc", "pairwise_kernels.cc", "poincare_kernels.cc")
+OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc", "gelu_op.cc", "pairwise_op.cc",   # TensorFlow ops
+              "poincare_op.cc")
+SOURCES = (("attention.h", "attention_kernels.h", "layer_norm.h", "gelu.h", "pairwise.h", "poincare.h",
+            "op_util.h")
            + KERNEL_SOURCES + OP_SOURCES)
 SWITCH_ENV = "HACM_TF_NATIVE_KERNELS"
 CACHE_ENV = "HACM_TF_CACHE"
@@ -274,6 +278,21 @@ def pairwise_distance(x: tf.Tensor) -> tf.Tensor:
     [..., V, V], from the differences in registers (the broadcast formula writes [..., V, V, D]). Not
     differentiable. Requires ``available()``."""
     return load().hacm_pairwise_distance(x)
+
+
+def expmap_project(x: tf.Tensor, c: float, clip_radius: float = 0.0) -> tf.Tensor:
+    """The Poincare-ball map of hacm_tf.ops.hyperbolic.expmap_project: x [..., D] float32 -> [..., D],
+    one pass per step while each row is in cache (its float32 steps in the same order, the norms summed
+    in another order). The gradient, dx = scale dy + slope (x . dy) x, reads x, dy and the rows'
+    factors once. Requires ``available()``."""
+    ops, c, clip_radius = load(), float(c), float(clip_radius)
+
+    @tf.custom_gradient
+    def mapped(x):
+        y, factors = ops.hacm_expmap_project(x, curvature=c, clip_radius=clip_radius)
+        return y, lambda dy: ops.hacm_expmap_project_grad(x, factors, dy)
+
+    return mapped(x)
 
 
 def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
