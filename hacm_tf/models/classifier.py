@@ -14,6 +14,7 @@ from hacm_tf.layers.transformer import dense
 from hacm_tf.models.encoder import SkeletonEncoder, fold_persons
 from hacm_tf.ops.checks import check_skeleton_batch
 from hacm_tf.skeleton import get_layout
+from hacm_tf.training.optim import apply_gradients
 
 HEADS = ("linear", "finetune")
 HIDDEN = 2048
@@ -118,7 +119,7 @@ class ActionClassifier(keras.Model):
             scaled = loss / tf.cast(n_rep, tf.float32)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        apply_gradients(self.optimizer, grads, variables)
         self._update(self.loss_fn(y, logits), y, logits)
         return {k: tf.reshape(m.result(), [1]) for k, m in self.trackers.items()}
 

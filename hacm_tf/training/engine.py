@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 import tensorflow as tf
 
 from hacm_tf.config import ComputeConfig, ConfigError
+from hacm_tf.training.optim import apply_gradients
 
 NONFINITE_MESSAGE = "non-finite loss or gradient"
 
@@ -154,7 +155,7 @@ class PretrainEngine:
             grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
         else:
             tf.debugging.Assert(finite, [NONFINITE_MESSAGE, out["loss"], grad_norm])
-        model.optimizer.apply(grads, [v for _, v in pairs])
+        apply_gradients(model.optimizer, grads, [v for _, v in pairs])
         return out, grad_norm
 
 

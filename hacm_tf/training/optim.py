@@ -4,6 +4,7 @@ layer-wise learning-rate decay."""
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Callable, Dict, Optional, Sequence
 
 import keras
@@ -37,6 +38,27 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"lr": self.lr, "min_lr": self.min_lr, "warmup_epochs": self.warmup_epochs, "epochs": self.epochs,
                 "steps_per_epoch": self.steps_per_epoch, "scale": self.scale}
+
+
+_compiled_updates = weakref.WeakKeyDictionary()   # optimizer -> {variable ids: XLA-compiled apply}
+
+
+def apply_gradients(optimizer, grads: Sequence[tf.Tensor], variables: Sequence) -> None:
+    """``optimizer.apply(grads, variables)``; XLA-compiled when it can be: no distribution strategy in
+    scope (a strategy's cross-replica update is a merge call XLA cannot compile) and the optimizer
+    built (its slots exist). AdamW is then one fused loop per variable instead of about fifteen
+    TensorFlow ops each (151 variables in HA-CM pretraining); the same update to float32 rounding.
+    """
+    if tf.distribute.has_strategy() or not getattr(optimizer, "built", True):
+        optimizer.apply(grads, variables)
+        return
+    variables = list(variables)
+    per_optimizer = _compiled_updates.setdefault(optimizer, {})
+    key = tuple(id(v) for v in variables)
+    if key not in per_optimizer:
+        per_optimizer[key] = tf.function(lambda gs: optimizer.apply(gs, variables), jit_compile=True,
+                                         autograph=False)
+    per_optimizer[key](list(grads))
 
 
 def no_decay(variable) -> bool:

@@ -115,6 +115,40 @@ def test_weight_decay_excludes_one_dimensional_parameters():
     assert opt.beta_2 == 0.95 and opt.weight_decay == 0.05
 
 
+def test_compiled_update_equals_the_plain_update_and_is_used_without_a_strategy(monkeypatch):
+    """optim.apply_gradients: AdamW steps (decay, schedule, moments) through the XLA-compiled update
+    equal optimizer.apply's to float32 rounding; a distribution strategy in scope or an unbuilt
+    optimizer takes optimizer.apply itself."""
+    rng = np.random.RandomState(0)
+    shapes = [(7, 5), (5,), (3, 4, 6)]
+    grads = [[tf.constant(rng.normal(size=s).astype(np.float32)) for s in shapes] for _ in range(3)]
+    start = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    schedule = optim.WarmupCosine(1e-2, 1e-3, warmup_epochs=1, epochs=3, steps_per_epoch=2)
+    results = []
+    for update in (lambda o, g, v: o.apply(g, v), optim.apply_gradients):
+        variables = [tf.Variable(a) for a in start]
+        opt = optim.adamw(schedule, variables)
+        opt.build(variables)
+        step = tf.function(lambda g: update(opt, g, variables))
+        for g in grads:
+            step(g)
+        results.append([v.numpy() for v in variables])
+        assert int(opt.iterations) == 3
+    for plain, compiled, initial in zip(*results, start):
+        assert np.abs(plain - initial).min() > 1e-5                  # every parameter moved
+        np.testing.assert_allclose(compiled, plain, rtol=1e-6, atol=1e-7)
+    assert len(optim._compiled_updates) >= 1
+    calls = []
+    variables = [tf.Variable(a) for a in start]
+    opt = optim.adamw(1e-3, variables)
+    monkeypatch.setattr(opt, "apply", lambda g, v: calls.append(len(v)))
+    optim.apply_gradients(opt, grads[0], variables)              # not built: plain apply
+    opt.build(variables)
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        optim.apply_gradients(opt, grads[0], variables)          # a strategy: plain apply
+    assert calls == [3, 3]
+
+
 def test_nonfinite_loss_stops_or_is_skipped():
     x = np.full((2, 24, 2, 25, 3), np.nan, np.float32)
     for policy in ("stop", "skip"):
