@@ -56,13 +56,21 @@ class DropPath(keras.layers.Layer):
 
     def call(self, x, training=False, seed=None):
         """``seed``: int32 [2] for the draw (default: the layer's next seed)."""
-        if not training or self.rate == 0.0:
+        factors = self.factors(x, training, seed)
+        if factors is None:
             return x
-        keep = 1.0 - self.rate
         shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+        return x * tf.reshape(tf.cast(factors, x.dtype), shape)
+
+    def factors(self, x, training=False, seed=None):
+        """Each sample's factor, 0 (dropped) or 1 / (1 - rate): float32 [B] for x [B, ...]; None when
+        nothing is dropped (inference, rate 0). Draws the layer's next seed unless ``seed`` is given."""
+        if not training or self.rate == 0.0:
+            return None
+        keep = 1.0 - self.rate
         seed = replica_seed(self.seed_generator) if seed is None else seed
-        u = tf.random.stateless_uniform(shape, seed=seed, dtype=x.dtype)
-        return x * tf.floor(keep + u) / keep
+        u = tf.random.stateless_uniform(tf.shape(x)[:1], seed=seed, dtype=tf.float32)
+        return tf.floor(keep + u) / keep
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}
@@ -131,12 +139,16 @@ class LayerNorm(keras.layers.LayerNormalization):
         super().__init__(epsilon=epsilon, **kwargs)
         self.fused = bool(fused)
 
-    def call(self, x, training=False, out_dtype=None):
+    def call(self, x, training=False, out_dtype=None, residual=False):
         """x [..., D] -> [..., D]; ``out_dtype`` (training with fused kernels): the result's dtype, e.g.
-        the bfloat16 of the branch that reads it (the cast is then part of the one pass)."""
+        the bfloat16 of the branch that reads it (the cast is then part of the one pass). ``residual``:
+        returns (x, result), x for the block's residual addition (with fused kernels in training, the
+        gradient x receives there is summed in the LayerNorm's gradient pass)."""
         if training and self.fused:
+            if residual:
+                return fused_ops.layer_norm_residual(x, self.gamma, self.beta, self.epsilon, out_dtype)
             return fused_ops.layer_norm(x, self.gamma, self.beta, self.epsilon, out_dtype)
-        return super().call(x)
+        return (x, super().call(x)) if residual else super().call(x)
 
     def get_config(self):
         return {**super().get_config(), "fused": self.fused}
@@ -195,17 +207,22 @@ class TransformerBlock(keras.layers.Layer):
 
     def _residuals(self, x, training=False, seeds=None):
         attn_seed, mlp_seed = (None, None) if seeds is None else tf.unstack(seeds)
+        fused = training and self.fused
         branch_dtype = self.attn.compute_dtype   # the branches' inputs normalised straight into it
-        branch = tf.cast(self.attn(self.norm1(x, training=training, out_dtype=branch_dtype), training=training),
-                         x.dtype)
-        x = x + self.drop(branch, training=training, seed=attn_seed)
-        normed = self.norm2(x, training=training, out_dtype=branch_dtype)
-        if training and self.fused:
+        x, normed = self.norm1(x, training=training, out_dtype=branch_dtype, residual=True)
+        x = self._add(x, self.attn(normed, training=training), training, attn_seed)
+        x, normed = self.norm2(x, training=training, out_dtype=branch_dtype, residual=True)
+        if fused:
             branch = fused_ops.dense(fused_ops.dense_gelu(normed, self.fc1), self.fc2)
         else:
             branch = self.fc2(gelu_erf(self.fc1(normed)))
-        branch = tf.cast(branch, x.dtype)
-        return x + self.drop(branch, training=training, seed=mlp_seed)
+        return self._add(x, branch, training, mlp_seed)
+
+    def _add(self, x, branch, training, seed):
+        """x + DropPath(branch) in x's dtype (with fused kernels in training: one pass each way)."""
+        if training and self.fused:
+            return fused_ops.residual_add(x, branch, self.drop.factors(x, training, seed))
+        return x + self.drop(tf.cast(branch, x.dtype), training=training, seed=seed)
 
     def _training_residuals(self, x):
         """Training pass without drop-path seeds (for remat='block')."""

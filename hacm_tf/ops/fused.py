@@ -165,6 +165,28 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, 
     return y if out_dtype is None else tf.cast(y, out_dtype)
 
 
+def layer_norm_residual(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, out_dtype=None):
+    """(x, layer_norm(x, ...)) for a pre-norm residual block that adds its branch to the first result:
+    with the native op the gradient x receives there is summed in the LayerNorm's gradient pass
+    (hacm_tf.ops.native.layer_norm_residual); otherwise TensorFlow sums the two."""
+    if x.dtype in (tf.float32, tf.bfloat16) and native.available():
+        return native.layer_norm_residual(x, gamma, beta, epsilon, out_dtype)
+    return x, layer_norm(x, gamma, beta, epsilon, out_dtype)
+
+
+def residual_add(x: tf.Tensor, branch: tf.Tensor, scale=None) -> tf.Tensor:
+    """x + scale[b] * branch in x's dtype: x [B, ..., D], branch of its shape in any float dtype, scale
+    [B] per-sample factors (drop path) or None. float32 x with a float32 or bfloat16 branch takes the
+    native op where built (conversion, factor and addition in one pass each way)."""
+    if x.dtype == tf.float32 and branch.dtype in (tf.float32, tf.bfloat16) and native.available():
+        return native.residual_add(x, branch, scale)
+    branch = tf.cast(branch, x.dtype)
+    if scale is not None:
+        branch = branch * tf.reshape(tf.cast(scale, x.dtype), tf.concat([tf.shape(x)[:1], tf.ones(
+            [tf.rank(x) - 1], tf.int32)], axis=0))
+    return x + branch
+
+
 @tf.function(jit_compile=True, autograph=False)
 def _scores_gradient(weights, d_weights, d_out, out):
     """dS = P * (dP - rowsum(dO * O)): [B, H, N, N]; the row term from [B, H, N, Dh]."""

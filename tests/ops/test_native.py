@@ -201,6 +201,72 @@ def test_block_with_native_attention_equals_plain_ops(op_library):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-4, atol=2e-4 * np.abs(want).max())
 
 
+@needs_compiler
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_block_with_drop_path_equals_plain_ops_for_the_same_seeds(op_library, precision):
+    """Native residual additions (drop-path factors, bfloat16 branches) and the LayerNorm gradient
+    with the residual stream's gradient summed in: the same block output and gradients as plain ops."""
+    block = TransformerBlock(32, 2, drop_path=0.5, precision=precision, fused=True)
+    x = tf.constant(RNG.normal(size=(6, 30, 32)).astype(np.float32))
+    block(x)
+    seeds = tf.constant([[1, 2], [3, 4]], tf.int32)
+    weights = tf.constant(RNG.normal(size=(6, 30, 32)).astype(np.float32))
+
+    def step(fused_kernels):
+        block.fused = block.attn.fused = block.norm1.fused = block.norm2.fused = fused_kernels
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = block._residuals(x, True, seeds)
+            loss = tf.reduce_sum(y * weights)
+        return [y] + tape.gradient(loss, [x] + block.trainable_variables)
+
+    ops = _graph_op_types(lambda: step(True))
+    assert {"HacmResidualAdd", "HacmResidualAddGrad", "HacmLayerNormGrad"} <= ops and "AddN" not in ops
+    got, want = step(True), step(False)
+    factors = block.drop.factors(x, True, seeds[0]).numpy()
+    assert 0 < np.count_nonzero(factors) < len(factors)                 # some samples dropped, some kept
+    tol = 2e-4 if precision == "float32" else 3e-2
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=tol, atol=tol * np.abs(w).max())
+
+
+@needs_compiler
+@pytest.mark.parametrize("branch_dtype", [tf.float32, tf.bfloat16])
+def test_residual_add_and_layer_norm_residual_match_plain_ops(op_library, branch_dtype):
+    x = tf.constant(RNG.normal(size=(3, 7, 37)).astype(np.float32))       # D = 37: a scalar tail
+    branch = tf.cast(RNG.normal(size=(3, 7, 37)), branch_dtype)
+    dy = tf.constant(RNG.normal(size=(3, 7, 37)).astype(np.float32))
+    for scale in (None, tf.constant([0.0, 1.25, 1.25])):
+        factor = 1.0 if scale is None else scale[:, None, None]
+        got = _value_and_grads(lambda x, b: native.residual_add(x, b, scale), [x, branch], dy)
+        want = _value_and_grads(lambda x, b: x + tf.cast(b, tf.float32) * factor, [x, branch], dy)
+        assert got[2].dtype == want[2].dtype == branch_dtype.as_numpy_dtype
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(np.float32(g), np.float32(w), rtol=1e-6, atol=1e-6)
+    ops = native.load()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmResidualAdd: scale has 2 factors for an input "
+                                                             r"of shape \[3,7,37\]"):
+        ops.hacm_residual_add(x, branch, tf.ones([2]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmResidualAdd: branch has shape \[3,7,36\]"):
+        ops.hacm_residual_add(x, tf.cast(branch[..., 1:], branch_dtype), tf.zeros([0]))
+    # the residual stream's gradient summed into the LayerNorm's
+    gamma, beta = tf.constant(RNG.normal(size=37), tf.float32), tf.constant(RNG.normal(size=37), tf.float32)
+    d_norm = tf.cast(RNG.normal(size=(3, 7, 37)), branch_dtype)
+
+    def summed(x, gamma, beta):
+        kept, y = native.layer_norm_residual(x, gamma, beta, 1e-5, branch_dtype)
+        return tf.reduce_sum(kept * dy) + tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(d_norm, tf.float32))
+
+    def plain(x, gamma, beta):
+        y = tf.cast(tf.cast(_plain_layer_norm(x, gamma, beta), branch_dtype), tf.float32)
+        return tf.reduce_sum(x * dy) + tf.reduce_sum(y * tf.cast(d_norm, tf.float32))
+
+    got = _value_and_grads(summed, [x, gamma, beta], 1.0)
+    want = _value_and_grads(plain, [x, gamma, beta], 1.0)
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+
+
 def _plain_layer_norm(x, gamma, beta):
     mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
     return (x - mean) / tf.sqrt(var + 1e-5) * gamma + beta
@@ -243,7 +309,7 @@ def test_layer_norm_rejects_mismatched_parameters_and_fused_takes_it(op_library,
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"LayerNorm: gamma has shape \[8\], expected \[6\]"):
         ops.hacm_layer_norm(tf.zeros((4, 6)), tf.zeros(8), tf.zeros(6), epsilon=1e-5)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"NormGrad: dy has shape \[4,5\], expected \[4,6\]"):
-        ops.hacm_layer_norm_grad(tf.zeros((4, 6)), tf.zeros(6), tf.zeros(4), tf.zeros(4), tf.zeros((4, 5)))
+        ops.hacm_layer_norm_grad(tf.zeros((4, 6)), tf.zeros(6), tf.zeros(4), tf.zeros(4), tf.zeros((4, 5)), [])
     spec, vector = tf.TensorSpec([2, 9, 24], tf.float32), tf.TensorSpec([24], tf.float32)
 
     def norm(x, g, b):
@@ -450,4 +516,5 @@ def test_inference_graph_has_no_custom_op_and_training_graph_has(op_library):
     inference, training = classifier_graphs(32, 2)     # head dimension 16: the native attention
     assert custom(inference) == set()                  # what export and serving trace
     assert custom(training) == {"HacmAttention", "HacmAttentionGrad", "HacmLayerNorm", "HacmLayerNormGrad",
-                                "HacmBiasGelu", "HacmBiasGeluGrad"}
+                                "HacmBiasGelu", "HacmBiasGeluGrad", "HacmResidualAdd", "HacmResidualAddGrad",
+                                "HacmExpmapProject", "HacmExpmapProjectGrad"}

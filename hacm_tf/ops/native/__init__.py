@@ -49,11 +49,11 @@ from tensorflow.python.ops import control_flow_util
 
 SOURCE_DIR = Path(__file__).resolve().parent
 KERNEL_SOURCES = ("attention_kernels.cc", "attention_amx.cc", "layer_norm_kernels.cc",   # for the host CPU
-                  "gelu_kernels.cc", "pairwise_kernels.cc", "poincare_kernels.cc")
+                  "gelu_kernels.cc", "pairwise_kernels.cc", "poincare_kernels.cc", "residual_kernels.cc")
 OP_SOURCES = ("attention_op.cc", "layer_norm_op.cc", "gelu_op.cc", "pairwise_op.cc",   # TensorFlow ops
-              "poincare_op.cc")
+              "poincare_op.cc", "residual_op.cc")
 SOURCES = (("attention.h", "attention_kernels.h", "layer_norm.h", "gelu.h", "pairwise.h", "poincare.h",
-            "op_util.h")
+            "residual.h", "op_util.h")
            + KERNEL_SOURCES + OP_SOURCES)
 SWITCH_ENV = "HACM_TF_NATIVE_KERNELS"
 CACHE_ENV = "HACM_TF_CACHE"
@@ -237,9 +237,45 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, 
     @tf.custom_gradient
     def normalise(x, gamma, beta):
         y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon, U=out_dtype)
-        return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy)
+        return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy, [])
 
     return normalise(x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
+
+
+def layer_norm_residual(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, out_dtype=None):
+    """(x, layer_norm(x, gamma, beta, epsilon, out_dtype)) for a pre-norm residual block, whose residual
+    addition takes the first result: the gradient x receives there is added to the LayerNorm's in the
+    LayerNorm's gradient pass, instead of TensorFlow summing the two in a pass of its own. x float32
+    or bfloat16 [..., D]. Requires ``available()``."""
+    ops, epsilon = load(), float(epsilon)
+    out_dtype = tf.as_dtype(out_dtype or x.dtype)
+    if x.dtype == tf.bfloat16 and out_dtype != tf.bfloat16:
+        return x, layer_norm(x, gamma, beta, epsilon, out_dtype)
+
+    @tf.custom_gradient
+    def normalise(x, gamma, beta):
+        y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon, U=out_dtype)
+
+        def grad(d_x, dy):
+            return ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy, [d_x])
+        return (tf.identity(x), y), grad
+
+    return normalise(x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
+
+
+def residual_add(x: tf.Tensor, branch: tf.Tensor, scale=None) -> tf.Tensor:
+    """x + scale[b] * branch: the float32 residual stream x [B, ..., D] plus a float32 or bfloat16 branch
+    of its shape, scaled per sample by ``scale`` [B] (drop-path factors; None: 1), in one pass; the
+    branch's gradient (scaled, rounded to its dtype) in one pass. Requires ``available()``."""
+    ops = load()
+    factors = tf.zeros([0], tf.float32) if scale is None else tf.cast(scale, tf.float32)
+
+    @tf.custom_gradient
+    def add(x, branch):
+        return ops.hacm_residual_add(x, branch, factors), lambda dy: (
+            dy, ops.hacm_residual_add_grad(dy, factors, T=branch.dtype))
+
+    return add(x, branch)
 
 
 def bias_gelu(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:

@@ -15,13 +15,16 @@ void forward_rows(const uint16_t* x, const float* gamma, const float* beta, int6
 void forward_rows(const float* x, const float* gamma, const float* beta, int64_t d, float epsilon,
                   int64_t begin, int64_t end, uint16_t* y, float* mean, float* rstd);
 
-// Rows [begin, end): dx, and this range's sums of dy * x_hat and dy (added to d_gamma, d_beta).
+// Rows [begin, end): dx (plus d_residual where it is not null: the gradient x gets from the residual
+// stream, summed in the same pass), and this range's sums of dy * x_hat and dy (added to d_gamma, d_beta).
 void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
-                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta);
-void backward_rows(const uint16_t* x, const float* gamma, const float* mean, const float* rstd,
-                   const uint16_t* dy, int64_t d, int64_t begin, int64_t end, uint16_t* dx, float* d_gamma,
+                   const float* d_residual, int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma,
                    float* d_beta);
+void backward_rows(const uint16_t* x, const float* gamma, const float* mean, const float* rstd,
+                   const uint16_t* dy, const uint16_t* d_residual, int64_t d, int64_t begin, int64_t end,
+                   uint16_t* dx, float* d_gamma, float* d_beta);
 void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const uint16_t* dy,
-                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta);
+                   const float* d_residual, int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma,
+                   float* d_beta);
 
 }  // namespace hacm_layer_norm

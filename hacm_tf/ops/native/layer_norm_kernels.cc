@@ -52,13 +52,14 @@ void forward(const T* x, const float* gamma, const float* beta, int64_t d, float
 }
 
 template <class T, class U>
-void backward(const T* x, const float* gamma, const float* mean, const float* rstd, const U* dy, int64_t d,
-              int64_t begin, int64_t end, T* dx, float* d_gamma, float* d_beta) {
+void backward(const T* x, const float* gamma, const float* mean, const float* rstd, const U* dy,
+              const T* d_residual, int64_t d, int64_t begin, int64_t end, T* dx, float* d_gamma, float* d_beta) {
   const int64_t full = d / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
     const T* xr = x + r * d;
     const U* gr = dy + r * d;
     T* dxr = dx + r * d;
+    const T* res = d_residual ? d_residual + r * d : nullptr;
     const vfloat mv = splat(mean[r]), sv = splat(rstd[r]);
     const float m = mean[r], s = rstd[r];
     // with x_hat = (x - mean) rstd and g = dy gamma: dx = rstd (g - mean(g) - x_hat mean(g x_hat))
@@ -71,13 +72,15 @@ void backward(const T* x, const float* gamma, const float* mean, const float* rs
     const vfloat gm = splat(g_mean), gxm = splat(gx_mean);
     for (int64_t j = 0; j < full; j += kLanes) {
       const vfloat x_hat = (load(xr + j) - mv) * sv, g = load(gr + j);
-      store(dxr + j, sv * (g * load(gamma + j) - gm - x_hat * gxm));
+      const vfloat grad = sv * (g * load(gamma + j) - gm - x_hat * gxm);
+      store(dxr + j, res ? grad + load(res + j) : grad);
       store(d_gamma + j, load(d_gamma + j) + g * x_hat);
       store(d_beta + j, load(d_beta + j) + g);
     }
     for (int64_t j = full; j < d; ++j) {
       const float x_hat = (to_float(xr[j]) - m) * s, g = to_float(gr[j]);
-      put(dxr + j, s * (g * gamma[j] - g_mean - x_hat * gx_mean));
+      const float grad = s * (g * gamma[j] - g_mean - x_hat * gx_mean);
+      put(dxr + j, res ? grad + to_float(res[j]) : grad);
       d_gamma[j] += g * x_hat;
       d_beta[j] += g;
     }
@@ -99,17 +102,19 @@ void forward_rows(const float* x, const float* gamma, const float* beta, int64_t
   forward(x, gamma, beta, d, epsilon, begin, end, y, mean, rstd);
 }
 void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
-                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta) {
-  backward(x, gamma, mean, rstd, dy, d, begin, end, dx, d_gamma, d_beta);
+                   const float* d_residual, int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma,
+                   float* d_beta) {
+  backward(x, gamma, mean, rstd, dy, d_residual, d, begin, end, dx, d_gamma, d_beta);
 }
 void backward_rows(const float* x, const float* gamma, const float* mean, const float* rstd, const uint16_t* dy,
-                   int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma, float* d_beta) {
-  backward(x, gamma, mean, rstd, dy, d, begin, end, dx, d_gamma, d_beta);
+                   const float* d_residual, int64_t d, int64_t begin, int64_t end, float* dx, float* d_gamma,
+                   float* d_beta) {
+  backward(x, gamma, mean, rstd, dy, d_residual, d, begin, end, dx, d_gamma, d_beta);
 }
 void backward_rows(const uint16_t* x, const float* gamma, const float* mean, const float* rstd,
-                   const uint16_t* dy, int64_t d, int64_t begin, int64_t end, uint16_t* dx, float* d_gamma,
-                   float* d_beta) {
-  backward(x, gamma, mean, rstd, dy, d, begin, end, dx, d_gamma, d_beta);
+                   const uint16_t* dy, const uint16_t* d_residual, int64_t d, int64_t begin, int64_t end,
+                   uint16_t* dx, float* d_gamma, float* d_beta) {
+  backward(x, gamma, mean, rstd, dy, d_residual, d, begin, end, dx, d_gamma, d_beta);
 }
 
 }  // namespace hacm_layer_norm

@@ -46,13 +46,16 @@ REGISTER_OP("HacmLayerNormGrad")
     .Input("mean: float")
     .Input("rstd: float")
     .Input("dy: U")
+    .Input("d_residual: N * T")
     .Attr("T: {float, bfloat16}")
     .Attr("U: {float, bfloat16}")
+    .Attr("N: int >= 0 = 0")
     .Output("dx: T")
     .Output("d_gamma: float")
     .Output("d_beta: float")
     .SetShapeFn(ShapesOfInputs<0, 1, 1>)
-    .Doc("Gradients of HacmLayerNorm's y given dy: dx [..., D], d_gamma and d_beta [D].");
+    .Doc("Gradients of HacmLayerNorm's y given dy: dx [..., D] (plus d_residual [..., D] if given: x's "
+         "gradient from the residual stream), d_gamma and d_beta [D].");
 
 namespace {
 
@@ -71,7 +74,9 @@ Status Geometry(OpKernelContext* ctx, bool grad, int64_t* rows, int64_t* d) {
   const TensorShape row_shape = RowsOf(ctx->input(0).shape());
   TF_RETURN_IF_ERROR(ExpectShape(op, "mean", ctx->input(2), row_shape));
   TF_RETURN_IF_ERROR(ExpectShape(op, "rstd", ctx->input(3), row_shape));
-  return ExpectShape(op, "dy", ctx->input(4), ctx->input(0).shape());
+  TF_RETURN_IF_ERROR(ExpectShape(op, "dy", ctx->input(4), ctx->input(0).shape()));
+  if (ctx->num_inputs() > 6) return InvalidArgument(op, ": at most one d_residual, got ", ctx->num_inputs() - 5);
+  return ctx->num_inputs() == 6 ? ExpectShape(op, "d_residual", ctx->input(5), ctx->input(0).shape()) : Status();
 }
 
 template <class T, class U>
@@ -117,12 +122,14 @@ class LayerNormGradOp : public OpKernel {
     if (d == 0) return;
     const auto* x = Data(ctx->input(0), T());
     const auto* dy = Data(ctx->input(4), U());
+    const auto* d_residual = ctx->num_inputs() == 6 ? Data(ctx->input(5), T()) : nullptr;
     const float* in[4];
     for (int i = 1; i < 4; ++i) in[i] = ctx->input(i).flat<float>().data();  // gamma, mean, rstd
     auto* dxp = Data(dx, T());
     std::vector<float> sums(2 * d);  // d_gamma, d_beta
     RowsWithColumnSums(ctx, rows, d, 2, 12 * d, [&](int64_t begin, int64_t end, float* block_sums) {
-      hacm_layer_norm::backward_rows(x, in[1], in[2], in[3], dy, d, begin, end, dxp, block_sums, block_sums + d);
+      hacm_layer_norm::backward_rows(x, in[1], in[2], in[3], dy, d_residual, d, begin, end, dxp, block_sums,
+                                     block_sums + d);
     }, sums.data());
     std::copy(sums.begin(), sums.begin() + d, d_gamma->flat<float>().data());
     std::copy(sums.begin() + d, sums.end(), d_beta->flat<float>().data());
