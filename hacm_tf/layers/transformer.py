@@ -103,7 +103,9 @@ class Attention(keras.layers.Layer):
         self.qkv.build(input_shape)
         self.proj.build(input_shape[:-1] + (self.dim,))
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, output_bias=True):
+        """x [B, N, D] -> [B, N, D]; ``output_bias=False`` (training with fused kernels): (the output
+        projection without its bias, that bias or None) for a residual addition that adds it."""
         b, n = tf.shape(x)[0], tf.shape(x)[1]
         fused = training and self.fused
         projected = fused_ops.dense(x, self.qkv) if fused else self.qkv(x)
@@ -117,6 +119,8 @@ class Attention(keras.layers.Layer):
             q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
             out = tf.transpose(self._core(q, k, v), [0, 2, 1, 3])                    # [B, N, H, Dh]
         out = tf.reshape(out, [b, n, self.dim])
+        if fused and not output_bias:
+            return fused_ops.dense_unbiased(out, self.proj)
         return fused_ops.dense(out, self.proj) if fused else self.proj(out)
 
     def _attend(self, q, k, v):
@@ -210,18 +214,23 @@ class TransformerBlock(keras.layers.Layer):
         fused = training and self.fused
         branch_dtype = self.attn.compute_dtype   # the branches' inputs normalised straight into it
         x, normed = self.norm1(x, training=training, out_dtype=branch_dtype, residual=True)
-        x = self._add(x, self.attn(normed, training=training), training, attn_seed)
+        if fused:   # the output projections' biases are added with the branches
+            branch, bias = self.attn(normed, training=training, output_bias=False)
+        else:
+            branch, bias = self.attn(normed, training=training), None
+        x = self._add(x, branch, bias, training, attn_seed)
         x, normed = self.norm2(x, training=training, out_dtype=branch_dtype, residual=True)
         if fused:
-            branch = fused_ops.dense(fused_ops.dense_gelu(normed, self.fc1), self.fc2)
+            branch, bias = fused_ops.dense_unbiased(fused_ops.dense_gelu(normed, self.fc1), self.fc2)
         else:
             branch = self.fc2(gelu_erf(self.fc1(normed)))
-        return self._add(x, branch, training, mlp_seed)
+        return self._add(x, branch, bias, training, mlp_seed)
 
-    def _add(self, x, branch, training, seed):
-        """x + DropPath(branch) in x's dtype (with fused kernels in training: one pass each way)."""
+    def _add(self, x, branch, bias, training, seed):
+        """x + DropPath(branch + bias) in x's dtype (bias None: none; with fused kernels in training: one
+        pass each way)."""
         if training and self.fused:
-            return fused_ops.residual_add(x, branch, self.drop.factors(x, training, seed))
+            return fused_ops.residual_add(x, branch, self.drop.factors(x, training, seed), bias)
         return x + self.drop(tf.cast(branch, x.dtype), training=training, seed=seed)
 
     def _training_residuals(self, x):

@@ -135,6 +135,15 @@ def dense(x: tf.Tensor, layer) -> tf.Tensor:
     return layer(x)
 
 
+def dense_unbiased(x: tf.Tensor, layer):
+    """(x @ kernel, bias) of a Keras Dense ``layer`` for a caller that adds the bias itself
+    (residual_add): [..., D] -> ([..., units], [units]); (layer(x), None) where dense() would call the
+    layer."""
+    if _float32_dense(x, layer) or _bfloat16_dense(x, layer):
+        return _dense_then(lambda h, bias: h, x, layer), layer.bias
+    return layer(x), None
+
+
 def dense_gelu(x: tf.Tensor, layer) -> tf.Tensor:
     """gelu(layer(x)) for a Keras Dense ``layer`` (with bias): [..., D] -> [..., units].
 
@@ -174,13 +183,16 @@ def layer_norm_residual(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon
     return x, layer_norm(x, gamma, beta, epsilon, out_dtype)
 
 
-def residual_add(x: tf.Tensor, branch: tf.Tensor, scale=None) -> tf.Tensor:
-    """x + scale[b] * branch in x's dtype: x [B, ..., D], branch of its shape in any float dtype, scale
-    [B] per-sample factors (drop path) or None. float32 x with a float32 or bfloat16 branch takes the
-    native op where built (conversion, factor and addition in one pass each way)."""
+def residual_add(x: tf.Tensor, branch: tf.Tensor, scale=None, bias=None) -> tf.Tensor:
+    """x + scale[b] * (branch + bias) in x's dtype: x [B, ..., D], branch of its shape in any float dtype,
+    bias [D] or None, scale [B] per-sample factors (drop path) or None. float32 x with a float32 or
+    bfloat16 branch takes the native op where built (conversion, bias, factor and addition in one pass
+    each way)."""
     if x.dtype == tf.float32 and branch.dtype in (tf.float32, tf.bfloat16) and native.available():
-        return native.residual_add(x, branch, scale)
+        return native.residual_add(x, branch, scale, bias)
     branch = tf.cast(branch, x.dtype)
+    if bias is not None:
+        branch = branch + tf.cast(bias, x.dtype)
     if scale is not None:
         branch = branch * tf.reshape(tf.cast(scale, x.dtype), tf.concat([tf.shape(x)[:1], tf.ones(
             [tf.rank(x) - 1], tf.int32)], axis=0))

@@ -236,19 +236,27 @@ def test_residual_add_and_layer_norm_residual_match_plain_ops(op_library, branch
     x = tf.constant(RNG.normal(size=(3, 7, 37)).astype(np.float32))       # D = 37: a scalar tail
     branch = tf.cast(RNG.normal(size=(3, 7, 37)), branch_dtype)
     dy = tf.constant(RNG.normal(size=(3, 7, 37)).astype(np.float32))
-    for scale in (None, tf.constant([0.0, 1.25, 1.25])):
+    bias = RNG.normal(size=37).astype(np.float32)
+    for scale, with_bias in ((None, False), (tf.constant([0.0, 1.25, 1.25]), False), (None, True),
+                             (tf.constant([1.25, 0.0, 1.25]), True)):
         factor = 1.0 if scale is None else scale[:, None, None]
-        got = _value_and_grads(lambda x, b: native.residual_add(x, b, scale), [x, branch], dy)
-        want = _value_and_grads(lambda x, b: x + tf.cast(b, tf.float32) * factor, [x, branch], dy)
+        if with_bias:
+            got = _value_and_grads(lambda x, b, c: native.residual_add(x, b, scale, c), [x, branch, bias], dy)
+            want = _value_and_grads(lambda x, b, c: x + (tf.cast(b, tf.float32) + c) * factor, [x, branch, bias], dy)
+        else:
+            got = _value_and_grads(lambda x, b: native.residual_add(x, b, scale), [x, branch], dy)
+            want = _value_and_grads(lambda x, b: x + tf.cast(b, tf.float32) * factor, [x, branch], dy)
         assert got[2].dtype == want[2].dtype == branch_dtype.as_numpy_dtype
         for g, w in zip(got, want):
-            np.testing.assert_allclose(np.float32(g), np.float32(w), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(np.float32(g), np.float32(w), rtol=1e-5, atol=1e-5)
     ops = native.load()
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmResidualAdd: scale has 2 factors for an input "
                                                              r"of shape \[3,7,37\]"):
-        ops.hacm_residual_add(x, branch, tf.ones([2]))
+        ops.hacm_residual_add(x, branch, tf.zeros([0]), tf.ones([2]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmResidualAdd: branch has shape \[3,7,36\]"):
-        ops.hacm_residual_add(x, tf.cast(branch[..., 1:], branch_dtype), tf.zeros([0]))
+        ops.hacm_residual_add(x, tf.cast(branch[..., 1:], branch_dtype), tf.zeros([0]), tf.zeros([0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"HacmResidualAdd: bias has shape \[5\], expected \[37\]"):
+        ops.hacm_residual_add(x, branch, tf.zeros([5]), tf.zeros([0]))
     # the residual stream's gradient summed into the LayerNorm's
     gamma, beta = tf.constant(RNG.normal(size=37), tf.float32), tf.constant(RNG.normal(size=37), tf.float32)
     d_norm = tf.cast(RNG.normal(size=(3, 7, 37)), branch_dtype)

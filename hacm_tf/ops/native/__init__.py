@@ -263,19 +263,23 @@ def layer_norm_residual(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon
     return normalise(x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
 
 
-def residual_add(x: tf.Tensor, branch: tf.Tensor, scale=None) -> tf.Tensor:
-    """x + scale[b] * branch: the float32 residual stream x [B, ..., D] plus a float32 or bfloat16 branch
-    of its shape, scaled per sample by ``scale`` [B] (drop-path factors; None: 1), in one pass; the
-    branch's gradient (scaled, rounded to its dtype) in one pass. Requires ``available()``."""
+def residual_add(x: tf.Tensor, branch: tf.Tensor, scale=None, bias=None) -> tf.Tensor:
+    """x + scale[b] * (branch + bias): the float32 residual stream x [B, ..., D] plus a float32 or bfloat16
+    branch of its shape with the bias [D] of the layer that made it (None: none), scaled per sample by
+    ``scale`` [B] (drop-path factors; None: 1), in one pass; the gradients of the branch (scaled,
+    rounded to its dtype) and of the bias in one pass. Requires ``available()``."""
     ops = load()
     factors = tf.zeros([0], tf.float32) if scale is None else tf.cast(scale, tf.float32)
 
     @tf.custom_gradient
-    def add(x, branch):
-        return ops.hacm_residual_add(x, branch, factors), lambda dy: (
-            dy, ops.hacm_residual_add_grad(dy, factors, T=branch.dtype))
+    def add(x, branch, bias):
+        def grad(dy):
+            d_branch, d_bias = ops.hacm_residual_add_grad(dy, factors, T=branch.dtype, bias=with_bias)
+            return dy, d_branch, d_bias
+        return ops.hacm_residual_add(x, branch, bias, factors), grad
 
-    return add(x, branch)
+    with_bias = bias is not None
+    return add(x, branch, tf.cast(bias, tf.float32) if with_bias else tf.zeros([0], tf.float32))
 
 
 def bias_gelu(h: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
