@@ -73,7 +73,7 @@ def even_odd_patches(x: tf.Tensor):
     if t % 2:
         x = tf.pad(x, [[0, 0], [0, 1]] + [[0, 0]] * len(rest))
     even, odd = tf.unstack(tf.reshape(x, [-1, (t + 1) // 2, 2, *rest]), axis=2)
-    return even, odd[:, :t // 2]
+    return even, odd[:, :t // 2] if t % 2 else odd     # (a no-op slice still copies in its gradient)
 
 
 def temporal_attention(q: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
@@ -127,13 +127,17 @@ def restore_groups(visible: tf.Tensor, mask_token: tf.Tensor, res_t, res_s, keep
     Returns:
       [B, L, Dd] in canonical (t * V' + v) order.
     """
-    b = tf.shape(visible)[0]
-    len_t, len_s = res_t.ids_restore.shape[1], res_s.ids_restore.shape[1]
-    keep_s = visible.shape[1] - keep_t
+    b, k = tf.shape(visible)[0], visible.shape[1]
+    len_t = res_t.ids_restore.shape[1]
+    keep_s = k - keep_t
 
-    # [visible t, mask tokens t, visible s, mask tokens s] -> slots (each group's ranks) -> cells, as
-    # one permutation per clip
-    filled = tf.concat([visible[:, :keep_t], tf.tile(mask_token, [b, len_t - keep_t, 1]),
-                        visible[:, keep_t:], tf.tile(mask_token, [b, len_s - keep_s, 1])], axis=1)
+    # each cell's source in [visible t, mask tokens t, visible s, mask tokens s] (slots: each group's
+    # ranks), then as a row of the table [B * k visible tokens; the mask token]
     slot_sources = tf.concat([res_t.ids_restore, res_s.ids_restore + len_t], axis=1)     # [B, L]
-    return masking.permute_tokens(filled, tf.gather(slot_sources, cell_slots, axis=1))
+    sources = tf.gather(slot_sources, cell_slots, axis=1)                              # [B, L]
+    from_s = sources >= len_t
+    rank = tf.where(from_s, sources - len_t, sources)                  # rank within the cell's group
+    shown = rank < tf.where(from_s, keep_s, keep_t)
+    column = tf.where(from_s, rank + keep_t, rank)                     # index into visible[b]
+    rows = tf.where(shown, tf.range(b)[:, None] * k + column, b * k)   # [B, L] into the table
+    return masking.tokens_from_table(visible, mask_token, rows)

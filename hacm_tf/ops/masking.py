@@ -91,6 +91,39 @@ def permute_tokens(x: tf.Tensor, perm) -> tf.Tensor:
     return permute(x)
 
 
+def tokens_from_table(visible: tf.Tensor, mask_token: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """A decoder's input in one gather: out[b, j] = row rows[b, j] of the table [visible as B * k rows;
+    the mask token]. visible [B, k, D], mask_token [1, 1, D], rows [B, L] int (each visible token's row
+    used exactly once, every other entry B * k) -> [B, L, D].
+
+    The gradient gathers each visible token's row of dy back (inverse positions, B * k rows) and sums
+    dy over the mask token's cells as the sum of all rows less the visible ones; TensorFlow's tile,
+    concat and gather gradients take several passes over [B, L, D] for the same.
+    """
+    rows = tf.cast(rows, tf.int32)
+    b, k, d = tf.shape(visible)[0], visible.shape[1], visible.shape[-1]
+
+    @tf.custom_gradient
+    def assemble(visible, mask_token):
+        table = tf.concat([tf.reshape(visible, [-1, d]), tf.reshape(mask_token, [1, d])], axis=0)
+
+        def grad(dy):
+            flat = tf.reshape(dy, [-1, d])                                        # [B * L, D]
+            length = tf.shape(rows)[1]
+            cells = tf.reshape(tf.range(b * length), [b, length])                # [B, L]
+            shown = rows < b * k
+            positions = tf.scatter_nd(tf.expand_dims(tf.boolean_mask(rows, shown), -1),
+                                      tf.boolean_mask(cells, shown), [b * k])     # row -> its cell
+            d_visible = tf.gather(flat, positions)                                # [B * k, D]
+            column_sum = lambda m: tf.matmul(tf.ones([1, tf.shape(m)[0]], m.dtype), m)[0]   # noqa: E731
+            d_mask = column_sum(flat) - column_sum(d_visible)       # (a [1, n] product: one streaming pass)
+            return tf.reshape(d_visible, tf.shape(visible)), tf.reshape(d_mask, tf.shape(mask_token))
+
+        return tf.gather(table, rows), grad
+
+    return assemble(visible, tf.cast(mask_token, visible.dtype))
+
+
 def gather_tokens(x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
     """x: [B, L, D], ids: [B, k] -> [B, k, D]."""
     return tf.gather(x, ids, batch_dims=1)

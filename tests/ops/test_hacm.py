@@ -63,6 +63,34 @@ def test_restore_groups_puts_each_visible_token_in_its_cell():
     np.testing.assert_array_equal(got, want)
 
 
+def test_restore_groups_gradients_equal_the_concat_and_gather_formula():
+    """The table gather's hand-written gradient (visible rows gathered back, the mask token's as all
+    rows less the visible) against autodiff of tile + concat + gather."""
+    groups = hacm.token_groups(5, 4)
+    res_t, res_s = _results(3, groups.len_t, 4), _results(3, groups.len_s, 2)
+    visible = tf.constant(RNG.randn(3, 6, 5).astype(np.float32))
+    token = tf.constant(RNG.randn(1, 1, 5).astype(np.float32))
+    dy = tf.constant(RNG.randn(3, 20, 5).astype(np.float32))
+
+    def formula(visible, token):
+        b = 3
+        filled = tf.concat([visible[:, :4], tf.tile(token, [b, groups.len_t - 4, 1]), visible[:, 4:],
+                            tf.tile(token, [b, groups.len_s - 2, 1])], axis=1)
+        sources = tf.concat([res_t.ids_restore, res_s.ids_restore + groups.len_t], axis=1)
+        return tf.gather(filled, tf.gather(sources, groups.cell_slots, axis=1), batch_dims=1)
+
+    results = []
+    for fn in (lambda v, t: hacm.restore_groups(v, t, res_t, res_s, 4, tf.constant(groups.cell_slots)), formula):
+        with tf.GradientTape() as tape:
+            tape.watch([visible, token])
+            out = fn(visible, token)
+        results.append([out.numpy()] + [g.numpy() for g in tape.gradient(out, [visible, token], dy)])
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    for got, want in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(results[0][2]).sum() > 0                       # the mask token gets a gradient
+
+
 def test_reference_restore_offsets_the_spatial_ranks():
     res_t, res_s = _results(1, 6, 2), _results(1, 6, 2)
     visible = np.arange(4, dtype=np.float32).reshape(1, 4, 1) + 1
