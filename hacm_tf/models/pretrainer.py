@@ -181,7 +181,8 @@ class MaskedPretrainer(keras.Model):
             res = masking.gumbel_topk(scores, noise, keep, cfg.tau, keep_high=False)
         else:
             res = masking.random_masking(noise, keep)
-        latent = self.encoder.encode(masking.gather_tokens(tokens, res.ids_keep), training=training)
+        visible = masking.gather_tokens(tokens, res.ids_keep, res.ids_restore)
+        latent = self.encoder.encode(visible, training=training)
         y = self.decoder_embed(latent)
         seq = tf.concat([y, self._mask_tokens(b, self.num_tokens - keep)], axis=1)
         seq = tf.gather(seq, res.ids_restore, batch_dims=1)              # unshuffle [B, L, Dd]
@@ -214,8 +215,8 @@ class MaskedPretrainer(keras.Model):
         score_s = flatten(self._spatial_scores(x, h_s, out, training))    # [B, L_s]
         res_t, res_s = hacm.mask_groups(score_t, score_s, noise[0], noise[1], self.keep_t, self.keep_s, self.tau,
                                         cfg.keep_high_scores)
-        vis_t = masking.gather_tokens(tokens_t, res_t.ids_keep)
-        vis_s = masking.gather_tokens(tokens_s, res_s.ids_keep)
+        vis_t = masking.gather_tokens(tokens_t, res_t.ids_keep, res_t.ids_restore)
+        vis_s = masking.gather_tokens(tokens_s, res_s.ids_keep, res_s.ids_restore)
         latent = self.encoder.encode(tf.concat([vis_t, vis_s], axis=1), training=training)
         out.update(embed_raw=e, mc=mc, h=h, tokens_t=tokens_t, tokens_s=tokens_s, score_raw_t=score_t,
                    score_raw_s=score_s)

@@ -124,9 +124,23 @@ def tokens_from_table(visible: tf.Tensor, mask_token: tf.Tensor, rows: tf.Tensor
     return assemble(visible, tf.cast(mask_token, visible.dtype))
 
 
-def gather_tokens(x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-    """x: [B, L, D], ids: [B, k] -> [B, k, D]."""
-    return tf.gather(x, ids, batch_dims=1)
+def gather_tokens(x: tf.Tensor, ids: tf.Tensor, ranks=None) -> tf.Tensor:
+    """x: [B, L, D], ids: [B, k] -> [B, k, D]. ``ranks`` [B, L] (each token's rank in the order ids
+    starts, as MaskResult.ids_restore: ids[b, r] = j where ranks[b, j] = r < k): the gradient is then
+    one gather of dy's rows (zero for ranks >= k) instead of TensorFlow's segment sum."""
+    if ranks is None:
+        return tf.gather(x, ids, batch_dims=1)
+    keep = ids.shape[1]
+
+    @tf.custom_gradient
+    def gather(x):
+        def grad(dy):
+            padded = tf.concat([dy, tf.zeros_like(dy[:, :1])], axis=1)              # [B, k + 1, D]
+            return tf.gather(padded, tf.minimum(tf.cast(ranks, tf.int32), keep), batch_dims=1)
+
+        return tf.gather(x, ids, batch_dims=1), grad
+
+    return gather(x)
 
 
 def keep_count(length: int, mask_ratio: float) -> int:

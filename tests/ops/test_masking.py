@@ -99,3 +99,15 @@ def test_permute_tokens_equals_the_gather_with_its_gradient(batched):
     want = _value_and_grad(gather, x, dy)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_gather_tokens_with_ranks_equals_the_gather_with_its_gradient():
+    rng = np.random.RandomState(6)
+    x = tf.constant(rng.normal(size=(3, 9, 4)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(3, 4, 4)).astype(np.float32))
+    res = M.random_masking(tf.constant(rng.uniform(size=(3, 9)), tf.float32), 4)
+    got = _value_and_grad(lambda t: M.gather_tokens(t, res.ids_keep, res.ids_restore), x, dy)
+    want = _value_and_grad(lambda t: tf.gather(t, res.ids_keep, batch_dims=1), x, dy)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert np.count_nonzero(got[1].any(-1)) == 3 * 4            # the hidden tokens' rows stay zero
