@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 import tensorflow as tf
 
 from hacm_tf.config import ComputeConfig, ConfigError
-from hacm_tf.training.optim import apply_gradients
+from hacm_tf.training.optim import apply_gradients, global_norm
 
 NONFINITE_MESSAGE = "non-finite loss or gradient"
 
@@ -148,7 +148,7 @@ class PretrainEngine:
         else:
             out, grads = self.loss_and_grads(model, x, noise)
         pairs = [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None]
-        grad_norm = tf.linalg.global_norm([g for g, _ in pairs])
+        grad_norm = global_norm([g for g, _ in pairs])
         finite = tf.math.is_finite(out["loss"]) & tf.math.is_finite(grad_norm)
         grads = [g for g, _ in pairs]
         if self.nonfinite == "skip":   # zero gradients for a non-finite step (moments still decay)

@@ -61,6 +61,20 @@ def apply_gradients(optimizer, grads: Sequence[tf.Tensor], variables: Sequence) 
     per_optimizer[key](list(grads))
 
 
+@tf.function(jit_compile=True, autograph=False)
+def _compiled_global_norm(grads):
+    return tf.linalg.global_norm(grads)
+
+
+def global_norm(grads: Sequence[tf.Tensor]) -> tf.Tensor:
+    """sqrt of the sum of squares of every gradient (tf.linalg.global_norm): one XLA-compiled reduction
+    without a distribution strategy in scope (one kernel instead of an L2Loss per variable), else
+    TensorFlow's ops."""
+    if tf.distribute.has_strategy():
+        return tf.linalg.global_norm(grads)
+    return _compiled_global_norm(list(grads))
+
+
 def no_decay(variable) -> bool:
     """The reference's exclusion: no weight decay for 1-D parameters (biases, norms)."""
     return len(variable.shape) <= 1

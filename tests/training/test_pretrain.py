@@ -118,7 +118,8 @@ def test_weight_decay_excludes_one_dimensional_parameters():
 def test_compiled_update_equals_the_plain_update_and_is_used_without_a_strategy(monkeypatch):
     """optim.apply_gradients: AdamW steps (decay, schedule, moments) through the XLA-compiled update
     equal optimizer.apply's to float32 rounding; a distribution strategy in scope or an unbuilt
-    optimizer takes optimizer.apply itself."""
+    optimizer takes optimizer.apply itself. optim.global_norm against float64, with and without a
+    strategy."""
     rng = np.random.RandomState(0)
     shapes = [(7, 5), (5,), (3, 4, 6)]
     grads = [[tf.constant(rng.normal(size=s).astype(np.float32)) for s in shapes] for _ in range(3)]
@@ -138,6 +139,10 @@ def test_compiled_update_equals_the_plain_update_and_is_used_without_a_strategy(
         assert np.abs(plain - initial).min() > 1e-5                  # every parameter moved
         np.testing.assert_allclose(compiled, plain, rtol=1e-6, atol=1e-7)
     assert len(optim._compiled_updates) >= 1
+    want = np.sqrt(sum(np.sum(g.numpy().astype(np.float64) ** 2) for g in grads[0]))
+    assert float(optim.global_norm(grads[0])) == pytest.approx(want, rel=1e-6)
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        assert float(optim.global_norm(grads[0])) == pytest.approx(want, rel=1e-6)
     calls = []
     variables = [tf.Variable(a) for a in start]
     opt = optim.adamw(1e-3, variables)
