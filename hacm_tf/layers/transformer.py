@@ -57,10 +57,7 @@ class DropPath(keras.layers.Layer):
     def call(self, x, training=False, seed=None):
         """``seed``: int32 [2] for the draw (default: the layer's next seed)."""
         factors = self.factors(x, training, seed)
-        if factors is None:
-            return x
-        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
-        return x * tf.reshape(tf.cast(factors, x.dtype), shape)
+        return x if factors is None else fused_ops.scale_samples(x, factors)
 
     def factors(self, x, training=False, seed=None):
         """Each sample's factor, 0 (dropped) or 1 / (1 - rate): float32 [B] for x [B, ...]; None when

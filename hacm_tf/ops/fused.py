@@ -193,10 +193,13 @@ def residual_add(x: tf.Tensor, branch: tf.Tensor, scale=None, bias=None) -> tf.T
     branch = tf.cast(branch, x.dtype)
     if bias is not None:
         branch = branch + tf.cast(bias, x.dtype)
-    if scale is not None:
-        branch = branch * tf.reshape(tf.cast(scale, x.dtype), tf.concat([tf.shape(x)[:1], tf.ones(
-            [tf.rank(x) - 1], tf.int32)], axis=0))
-    return x + branch
+    return x + (branch if scale is None else scale_samples(branch, scale))
+
+
+def scale_samples(x: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+    """x [B, ...] with each sample multiplied by its factor [B] (in x's dtype)."""
+    shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+    return x * tf.reshape(tf.cast(factors, x.dtype), shape)
 
 
 @tf.function(jit_compile=True, autograph=False)

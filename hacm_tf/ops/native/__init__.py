@@ -229,17 +229,7 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, 
     One pass per row statistic while the row is in cache; the gradient keeps x and the rows' mean
     and 1 / std, and returns dx in x's dtype. Requires ``available()``.
     """
-    ops, epsilon = load(), float(epsilon)
-    out_dtype = tf.as_dtype(out_dtype or x.dtype)
-    if x.dtype == tf.bfloat16 and out_dtype != tf.bfloat16:
-        return tf.cast(layer_norm(x, gamma, beta, epsilon), out_dtype)
-
-    @tf.custom_gradient
-    def normalise(x, gamma, beta):
-        y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon, U=out_dtype)
-        return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy, [])
-
-    return normalise(x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
+    return _normalise(x, gamma, beta, epsilon, out_dtype, residual=False)
 
 
 def layer_norm_residual(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, out_dtype=None):
@@ -247,18 +237,23 @@ def layer_norm_residual(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon
     addition takes the first result: the gradient x receives there is added to the LayerNorm's in the
     LayerNorm's gradient pass, instead of TensorFlow summing the two in a pass of its own. x float32
     or bfloat16 [..., D]. Requires ``available()``."""
+    return _normalise(x, gamma, beta, epsilon, out_dtype, residual=True)
+
+
+def _normalise(x, gamma, beta, epsilon, out_dtype, residual):
+    """layer_norm, or with ``residual`` layer_norm_residual's (x, layer_norm)."""
     ops, epsilon = load(), float(epsilon)
     out_dtype = tf.as_dtype(out_dtype or x.dtype)
     if x.dtype == tf.bfloat16 and out_dtype != tf.bfloat16:
-        return x, layer_norm(x, gamma, beta, epsilon, out_dtype)
+        y = tf.cast(_normalise(x, gamma, beta, epsilon, None, residual=False), out_dtype)
+        return (x, y) if residual else y
 
     @tf.custom_gradient
     def normalise(x, gamma, beta):
         y, mean, rstd = ops.hacm_layer_norm(x, gamma, beta, epsilon=epsilon, U=out_dtype)
-
-        def grad(d_x, dy):
-            return ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy, [d_x])
-        return (tf.identity(x), y), grad
+        if residual:
+            return (tf.identity(x), y), lambda d_x, dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy, [d_x])
+        return y, lambda dy: ops.hacm_layer_norm_grad(x, gamma, mean, rstd, dy, [])
 
     return normalise(x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
 

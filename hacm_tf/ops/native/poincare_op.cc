@@ -8,6 +8,13 @@ namespace {
 
 using namespace hacm_ops;  // NOLINT
 
+// The factors' shape [..., 2] for x [..., D].
+TensorShape FactorShape(const Tensor& x) {
+  TensorShape shape = x.shape();
+  if (shape.dims() > 0) shape.set_dim(shape.dims() - 1, 2);
+  return shape;
+}
+
 }  // namespace
 
 REGISTER_OP("HacmExpmapProject")
@@ -50,11 +57,9 @@ class ExpmapProjectOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     int64_t rows, d;
     OP_REQUIRES_OK(ctx, RowsAndWidth("HacmExpmapProject", ctx->input(0), &rows, &d));
-    TensorShape factor_shape = ctx->input(0).shape();
-    factor_shape.set_dim(factor_shape.dims() - 1, 2);
     Tensor *y, *factors;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &y));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, factor_shape, &factors));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, FactorShape(ctx->input(0)), &factors));
     if (d == 0) return;
     const float* x = ctx->input(0).flat<float>().data();
     float *yp = y->flat<float>().data(), *fp = factors->flat<float>().data();
@@ -75,9 +80,7 @@ class ExpmapProjectGradOp : public OpKernel {
     const char* op = "HacmExpmapProjectGrad";
     int64_t rows, d;
     OP_REQUIRES_OK(ctx, RowsAndWidth(op, ctx->input(0), &rows, &d));
-    TensorShape factor_shape = ctx->input(0).shape();
-    if (factor_shape.dims() > 0) factor_shape.set_dim(factor_shape.dims() - 1, 2);
-    OP_REQUIRES_OK(ctx, ExpectShape(op, "factors", ctx->input(1), factor_shape));
+    OP_REQUIRES_OK(ctx, ExpectShape(op, "factors", ctx->input(1), FactorShape(ctx->input(0))));
     OP_REQUIRES_OK(ctx, ExpectShape(op, "dy", ctx->input(2), ctx->input(0).shape()));
     Tensor* dx;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx));
