@@ -207,7 +207,7 @@ class MaskedPretrainer(keras.Model):
         flatten = reference.joint_major if joint_major else _time_major
         e = self.encoder.embed(x)                                         # [B, T', V', D]
         mc = self.encoder.position(e, training=training)                  # [B, T', V', D]
-        h = self.encoder.to_manifold(mc, training)                                  # [B, T', V', D]
+        h = self.encoder.to_manifold(mc, training)                        # [B, T', V', D]
         h_t, h_s = hacm.even_odd_patches(h)                               # at times_t, times_s
         tokens_t = flatten(h_t)                                           # [B, L_t, D]
         tokens_s = _time_major(h_s)                                       # [B, L_s, D] (also in the reference)
