@@ -99,19 +99,22 @@ def run_in_process(spec: dict) -> dict:
 def measured_suite(kind: str, specs: Sequence[dict], compute: ComputeConfig = ComputeConfig(),
                    run: Callable[[dict], dict] = run_in_process, log: Callable[[str], None] = lambda line: None,
                    plot: Optional[str] = None) -> dict:
-    """Runs ``specs`` (with ``compute``'s settings, XLA off unless a spec asks for it) and adds each
-    row's share of the matmul peak measured first (and of the bfloat16 peak under mixed precision)."""
+    """Runs ``specs`` (with ``compute``'s settings, XLA off unless a spec asks for it). Pretraining and
+    fine-tuning rows carry their share of the matmul probe sampled between their own timed steps (and
+    of the bfloat16 probe under mixed precision); other rows with a FLOP rate get their share of the
+    probe measured here first."""
     peak = matmul_peak()
     peak_bf16 = matmul_peak(dtype="bfloat16") if compute.precision == "mixed_bfloat16" else None
     rows = []
     for spec in specs:
         row = run({**compute.to_dict(), "jit_compile": False, **spec})
-        row["matmul_peak_gflops"] = round(peak, 1)
-        if "achieved_gflops" in row:
+        if "achieved_gflops" in row and "share_of_peak" not in row:
+            row["matmul_peak_gflops"] = round(peak, 1)
             row["share_of_peak"] = round(row["achieved_gflops"] / peak, 3)
             if peak_bf16:   # the blocks' matmuls run in bfloat16: their own, higher ceiling
                 row["matmul_peak_bf16_gflops"] = round(peak_bf16, 1)
                 row["share_of_bf16_peak"] = round(row["achieved_gflops"] / peak_bf16, 3)
+        row.setdefault("matmul_peak_gflops", round(peak, 1))
         rows.append(row)
         log(json.dumps(row))
     if kind == "scale" and plot:

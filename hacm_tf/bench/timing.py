@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 
-def time_calls(fn: Callable, steps: int, warmup: int) -> Tuple[List[float], float]:
-    """(seconds of each of ``steps`` calls after ``warmup`` untimed ones, seconds of the warm-up)."""
+def time_calls(fn: Callable, steps: int, warmup: int,
+               between: Optional[Callable[[], None]] = None) -> Tuple[List[float], float]:
+    """(seconds of each of ``steps`` calls after ``warmup`` untimed ones, seconds of the warm-up);
+    ``between`` (untimed) runs after each timed call."""
     t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
@@ -20,12 +22,15 @@ def time_calls(fn: Callable, steps: int, warmup: int) -> Tuple[List[float], floa
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        if between is not None:
+            between()
     return times, first
 
 
-def time_call(fn: Callable, steps: int, warmup: int) -> Tuple[float, float]:
+def time_call(fn: Callable, steps: int, warmup: int,
+              between: Optional[Callable[[], None]] = None) -> Tuple[float, float]:
     """(median seconds of ``steps`` calls after ``warmup`` untimed ones, seconds of the warm-up)."""
-    times, first = time_calls(fn, steps, warmup)
+    times, first = time_calls(fn, steps, warmup, between)
     return float(np.median(times)), first
 
 
@@ -34,17 +39,68 @@ def peak_rss_gib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
 
 
+class MatmulProbe:
+    """The machine's matmul rate, an n x n x n product in ``dtype`` (traced and run once on creation).
+
+    Calling it returns the best GFLOP/s of ``repeats`` products. ``sample()`` adds such a reading to
+    ``readings``: taken between the timed steps of a measurement, their median is the rate the matmul
+    reached while the steps ran (a shared machine's speed changes within minutes, so a share of a rate
+    measured earlier can be off by a factor of two).
+    """
+
+    def __init__(self, dtype: str = "float32", n: int = 2048):
+        import tensorflow as tf
+
+        a = tf.cast(tf.random.normal([n, n]), dtype)
+        b = tf.cast(tf.random.normal([n, n]), dtype)
+        self._product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+        self._product().numpy()
+        self.dtype, self.flops, self.readings = dtype, 2 * n ** 3, []
+
+    def __call__(self, repeats: int = 3) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self._product().numpy()
+            best = min(best, time.perf_counter() - t0)
+        return self.flops / best / 1e9
+
+    def sample(self, repeats: int = 3) -> None:
+        self.readings.append(self(repeats))
+
+    def median(self) -> float:
+        """Median of the readings taken by sample() (GFLOP/s)."""
+        if not self.readings:
+            raise ValueError("MatmulProbe.median: no readings; call sample() between the timed steps")
+        return float(np.median(self.readings))
+
+
 def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
     """Measured matmul GFLOP/s of this machine (best of ``repeats``; float32: the MFU denominator)."""
-    import tensorflow as tf
+    return MatmulProbe(dtype, n)(repeats)
 
-    a = tf.cast(tf.random.normal([n, n]), dtype)
-    b = tf.cast(tf.random.normal([n, n]), dtype)
-    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    f()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f().numpy()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+
+def probes_between_steps(precision: str) -> List[MatmulProbe]:
+    """The probes a training measurement samples between its timed steps: float32, and bfloat16 under
+    mixed bfloat16 (the blocks' matmuls' own ceiling)."""
+    return [MatmulProbe(d) for d in ("float32",) + (("bfloat16",) if precision == "mixed_bfloat16" else ())]
+
+
+def sample_all(probes: List[MatmulProbe]) -> Callable[[], None]:
+    """A ``between`` callback for time_calls: one reading of each probe."""
+    def sample():
+        for probe in probes:
+            probe.sample()
+    return sample
+
+
+def shares_of_probes(achieved_gflops: float, probes: List[MatmulProbe]) -> dict:
+    """Row fields of the probes' medians and the achieved rate's share of each: matmul_peak_gflops /
+    share_of_peak (float32), matmul_peak_bf16_gflops / share_of_bf16_peak (bfloat16), probe_readings."""
+    row = {"probe_readings": len(probes[0].readings) if probes else 0}
+    for p in probes:
+        suffix = "_bf16" if p.dtype == "bfloat16" else ""
+        peak = p.median()
+        row[f"matmul_peak{suffix}_gflops"] = round(peak, 1)
+        row[f"share_of{suffix}_peak"] = round(achieved_gflops / peak, 3)
+    return row

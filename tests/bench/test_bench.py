@@ -102,6 +102,25 @@ def test_throughput_reports_are_consistent():
         rounding = 0.005 * row["samples_per_second"] + 0.06
         assert row["achieved_gflops"] == pytest.approx(row["gflops_per_sample"] * row["samples_per_second"],
                                                        abs=rounding)
+    for row in (pre, fine):   # the float32 probe read once after each timed step, the share of its median
+        assert row["probe_readings"] == 2 and "share_of_bf16_peak" not in row
+        assert row["share_of_peak"] == pytest.approx(row["achieved_gflops"] / row["matmul_peak_gflops"], abs=0.001)
+
+
+def test_matmul_probe_readings_between_timed_calls():
+    from hacm_tf.bench import timing
+
+    probe = timing.MatmulProbe("bfloat16", n=128)
+    with pytest.raises(ValueError, match="no readings"):
+        probe.median()
+    order = []
+    times, _ = timing.time_calls(lambda: order.append("step"), 3, 1,
+                                 between=lambda: (order.append("probe"), timing.sample_all([probe])()))
+    assert order == ["step"] + ["step", "probe"] * 3 and len(times) == 3 and len(probe.readings) == 3
+    probe.readings = [100.0, 300.0, 200.0]
+    row = timing.shares_of_probes(50.0, [probe])
+    assert row == {"probe_readings": 3, "matmul_peak_bf16_gflops": 200.0, "share_of_bf16_peak": 0.25}
+    assert timing.matmul_peak(n=64, repeats=2) > 0
 
 
 @pytest.mark.parametrize("dim", [16, 32])    # head dimension 8 (no native op) and 16
@@ -220,6 +239,9 @@ def test_suite_jobs_and_one_measurement_in_its_own_process():
     result = suites.measured_suite("finetune", suites.jobs("finetune", ["hacm"], batch_size=4),
                                    ComputeConfig(remat="block"), run=fake_run)
     assert seen[0]["remat"] == "block" and result["rows"][0]["share_of_peak"] > 0
+    own = suites.measured_suite("finetune", suites.jobs("finetune", ["hacm"], batch_size=4), run=lambda spec: {
+        **fake_run(spec), "matmul_peak_gflops": 4.0, "share_of_peak": 0.25})   # sampled between its steps: kept
+    assert (own["rows"][0]["matmul_peak_gflops"], own["rows"][0]["share_of_peak"]) == (4.0, 0.25)
     assert "| hacm | 4 |" in result["markdown"]
 
 
