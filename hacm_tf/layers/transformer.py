@@ -105,11 +105,12 @@ class Attention(keras.layers.Layer):
         projection without its bias, that bias or None) for a residual addition that adds it."""
         b, n = tf.shape(x)[0], tf.shape(x)[1]
         fused = training and self.fused
-        projected = fused_ops.dense(x, self.qkv) if fused else self.qkv(x)
+        # fused: the projection's bias (where the layer has one) is added inside the attention op
+        projected, qkv_bias = fused_ops.dense_unbiased(x, self.qkv) if fused else (self.qkv(x), None)
         qkv = tf.reshape(projected, [b, n, 3, self.heads, self.dim // self.heads])    # [B, N, 3, H, Dh]
         if fused:
             # keeps no [B, H, N, N] weights of its own: remat has nothing to add to it
-            out = fused_ops.packed_attention(qkv, self.scale)                         # [B, N, H, Dh]
+            out = fused_ops.packed_attention(qkv, self.scale, qkv_bias)               # [B, N, H, Dh]
         else:
             # one transpose to heads-major [3, B, H, N, Dh], so both products are plain batched matmuls;
             # unstack's gradient is one stack, where slicing's is three zero-filled copies

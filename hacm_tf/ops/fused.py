@@ -268,17 +268,21 @@ def attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     return attention_xla(q, k, v)
 
 
-def packed_attention(qkv: tf.Tensor, scale: float) -> tf.Tensor:
-    """Multi-head softmax(scale q k^T) v from the packed projection: [B, N, 3, H, Dh] -> [B, N, H, Dh].
+def packed_attention(qkv: tf.Tensor, scale: float, bias=None) -> tf.Tensor:
+    """Multi-head softmax(scale q k^T) v from the packed projection: [B, N, 3, H, Dh] -> [B, N, H, Dh];
+    ``bias`` [3 H Dh]: the projection's bias, not yet added to qkv (None: none or already added).
 
     float32 with the native op, and bfloat16 with its AMX kernels (hacm_tf.ops.native.amx_available):
-    read and written in place (no head transposes, no scaled copy of q); otherwise heads-major
-    transposes around attention_xla.
+    read and written in place (no head transposes, no scaled copy of q; the bias added and its gradient
+    summed inside the ops); otherwise the bias added in float32 and heads-major transposes around
+    attention_xla.
     """
     head_dim = qkv.shape[-1]
     if ((qkv.dtype == tf.float32 and native.available(head_dim))
             or (qkv.dtype == tf.bfloat16 and native.amx_available(head_dim))):
-        return native.attention_packed(qkv, scale)
+        return native.attention_packed(qkv, scale, bias)
+    if bias is not None:
+        qkv = tf.cast(tf.cast(qkv, tf.float32) + tf.reshape(tf.cast(bias, tf.float32), qkv.shape[2:]), qkv.dtype)
     return packed_attention_xla(qkv, scale)
 
 

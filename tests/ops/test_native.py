@@ -15,6 +15,7 @@ from hacm_tf.ops import fused, native
 from tests.ops.test_fused import classifier_graphs
 
 RNG = np.random.RandomState(3)
+NO_BIAS = tf.zeros([0], tf.float32)   # the attention ops without the projection's bias
 needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C++ compiler on this machine")
 
 
@@ -102,7 +103,7 @@ def test_bfloat16_attention_on_amx_tiles_matches_float64(op_library, shape):
         # bfloat16 rounding (2^-8 relative) of the results and of the weights before their products
         np.testing.assert_allclose(g.astype(np.float64), w, rtol=0, atol=8e-3 * np.abs(w).max(), err_msg=name)
     ops = native.load()   # the log-sum-exp in float32, to float32 rounding of the float32 sums
-    lse = ops.hacm_attention(qkv, scale=scale)[1].numpy()
+    lse = ops.hacm_attention(qkv, NO_BIAS, scale=scale)[1].numpy()
     q, k = (tf.transpose(tf.cast(qkv, tf.float64)[:, :, i], [0, 2, 1, 3]) for i in (0, 1))
     want_lse = tf.reduce_logsumexp(scale * tf.matmul(q, k, transpose_b=True), axis=-1).numpy()
     np.testing.assert_allclose(lse, want_lse, rtol=0, atol=2e-4)
@@ -116,14 +117,14 @@ def test_bfloat16_attention_on_amx_tiles_saturated_and_rejected_shapes(op_librar
     qkv[:, :, 0, :, 0] = 60.0                                 # scores up to +-60 k: one-hot rows
     qkv[:, :, 1:] = np.random.RandomState(3).normal(size=(1, 20, 2, 1, 32))
     qkv = tf.cast(qkv, tf.bfloat16)
-    out, lse = ops.hacm_attention(qkv, scale=1.0)
-    d_qkv = ops.hacm_attention_grad(qkv, out, lse, tf.ones_like(out), scale=1.0)
+    out, lse = ops.hacm_attention(qkv, NO_BIAS, scale=1.0)
+    d_qkv, _ = ops.hacm_attention_grad(qkv, NO_BIAS, out, lse, tf.ones_like(out), scale=1.0)
     assert all(np.isfinite(tf.cast(t, tf.float32).numpy()).all() for t in (out, lse, d_qkv))
     k, v = (tf.cast(qkv, tf.float32)[0, :, i, 0] for i in (1, 2))
     np.testing.assert_allclose(tf.cast(out, tf.float32)[0, :, 0].numpy(),   # each row: v of its largest k_0
                                np.broadcast_to(v[int(np.argmax(k[:, 0]))], (20, 32)), rtol=1e-2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="bfloat16 head dimension 16 is not 32"):
-        ops.hacm_attention(tf.zeros((2, 5, 3, 1, 16), tf.bfloat16), scale=1.0)
+        ops.hacm_attention(tf.zeros((2, 5, 3, 1, 16), tf.bfloat16), NO_BIAS, scale=1.0)
 
 
 def _plain_packed(qkv, scale):
@@ -149,20 +150,61 @@ def test_packed_attention_matches_float64_autodiff(op_library, shape, native_op,
 
 
 @needs_compiler
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [(2, 45, 3, 3, 16), (2, 37, 3, 2, 32)])
+def test_packed_attention_adds_the_projection_bias_as_a_bias_addition_before_it(op_library, shape, dtype):
+    """attention_packed(qkv, scale, bias) equals attention_packed(qkv + bias) with the sum rounded to qkv's
+    dtype first (bfloat16: as HacmBiasAdd rounds it), in value and in the gradients of qkv and bias."""
+    if dtype == "bfloat16":
+        _amx_or_skip()
+        if shape[-1] != 32:
+            pytest.skip("the AMX kernels take head dimension 32")
+    scale = shape[-1] ** -0.5
+    qkv = tf.cast(RNG.normal(size=shape), dtype)
+    bias = tf.constant(RNG.normal(size=[3 * shape[3] * shape[4]]), tf.float32)
+    d_out = tf.cast(RNG.normal(size=shape[:2] + shape[3:]), dtype)
+
+    def added_before(t, b):
+        return native.attention_packed(tf.cast(tf.cast(t, tf.float32) + tf.reshape(b, shape[2:]), dtype), scale)
+
+    got = _value_and_grads(lambda t, b: native.attention_packed(t, scale, b), [qkv, bias], d_out)
+    want = _value_and_grads(added_before, [qkv, bias], d_out)
+    for name, g, w in zip(("out", "d_qkv", "d_bias"), got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if name == "d_bias":   # sums of the same d_qkv in another order
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max(), err_msg=name)
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=name)
+    ops = native.load()
+    out, lse = ops.hacm_attention(qkv, bias, scale=scale)
+    d_qkv, d_bias = ops.hacm_attention_grad(qkv, bias, out, lse, d_out, scale=scale)
+    assert ops.hacm_attention_grad(qkv, NO_BIAS, out, lse, d_out, scale=scale)[1].shape == (0,)
+    want_bias = tf.reduce_sum(tf.cast(d_qkv, tf.float64), axis=[0, 1]).numpy().reshape(-1)  # [3, H, D] order
+    np.testing.assert_allclose(d_bias.numpy(), want_bias, rtol=1e-5, atol=1e-5 * np.abs(want_bias).max())
+
+
+@needs_compiler
 def test_bad_shapes_are_rejected_with_their_sizes(op_library):
     ops = native.load()
     with pytest.raises(tf.errors.InvalidArgumentError, match="head dimension 8"):
-        ops.hacm_attention(tf.zeros((2, 5, 3, 1, 8)), scale=1.0)
+        ops.hacm_attention(tf.zeros((2, 5, 3, 1, 8)), NO_BIAS, scale=1.0)
     layout = r"\[batch, tokens, 3, heads, head_dim\], got \[2,5,2,1,16\]"
     with pytest.raises(tf.errors.InvalidArgumentError, match=layout):
-        ops.hacm_attention(tf.zeros((2, 5, 2, 1, 16)), scale=1.0)
+        ops.hacm_attention(tf.zeros((2, 5, 2, 1, 16)), NO_BIAS, scale=1.0)
     qkv = tf.zeros((2, 5, 3, 2, 16))
-    out, lse = ops.hacm_attention(qkv, scale=1.0)
+    out, lse = ops.hacm_attention(qkv, NO_BIAS, scale=1.0)
     assert out.shape == (2, 5, 2, 16) and lse.shape == (2, 2, 5)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"lse has shape \[2,5,2\], expected \[2,2,5\]"):
-        ops.hacm_attention_grad(qkv, out, tf.zeros((2, 5, 2)), out, scale=1.0)
-    out, lse = ops.hacm_attention(tf.zeros((3, 0, 3, 2, 16)), scale=1.0)
+        ops.hacm_attention_grad(qkv, NO_BIAS, out, tf.zeros((2, 5, 2)), out, scale=1.0)
+    bias = r"HacmAttention: bias must be \[96\] \(3 x heads x head_dim of qkv \[2,5,3,2,16\]\) or empty, got \[32\]"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=bias):
+        ops.hacm_attention(qkv, tf.zeros([32]), scale=1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="HacmAttentionGrad: bias must be"):
+        ops.hacm_attention_grad(qkv, tf.zeros([2, 48]), out, lse, out, scale=1.0)
+    out, lse = ops.hacm_attention(tf.zeros((3, 0, 3, 2, 16)), tf.zeros([96]), scale=1.0)
     assert out.shape == (3, 0, 2, 16) and lse.shape == (3, 2, 0)
+    d_qkv, d_bias = ops.hacm_attention_grad(tf.zeros((3, 0, 3, 2, 16)), tf.ones([96]), out, lse, out, scale=1.0)
+    assert d_qkv.shape == (3, 0, 3, 2, 16) and (d_bias.numpy() == 0).all()
 
 
 @needs_compiler
@@ -184,9 +226,15 @@ def test_fused_attention_takes_the_native_op_unless_switched_off(op_library, mon
 
 
 @needs_compiler
-def test_block_with_native_attention_equals_plain_ops(op_library):
-    block = TransformerBlock(32, 2, fused=True)      # head dimension 16: the native op
-    x = tf.constant(RNG.normal(size=(2, 30, 32)).astype(np.float32))
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_block_with_native_attention_equals_plain_ops(op_library, precision):
+    """The native attention op with the qkv projection's bias added inside it (no bias addition of its
+    own in the graph): the block's output and gradients of plain ops."""
+    dim = 32 if precision == "float32" else 64      # head dimension 16: float32 op; 32: the AMX kernels
+    if precision == "mixed_bfloat16":
+        _amx_or_skip()
+    block = TransformerBlock(dim, 2, fused=True, precision=precision)
+    x = tf.constant(RNG.normal(size=(2, 30, dim)).astype(np.float32))
     block(x)
 
     def step(fused_kernels):
@@ -196,9 +244,11 @@ def test_block_with_native_attention_equals_plain_ops(op_library):
             loss = tf.reduce_sum(y * y)
         return [y] + tape.gradient(loss, block.trainable_variables)
 
-    assert "HacmAttention" in _graph_op_types(lambda: step(True))
+    ops = _graph_op_types(lambda: step(True))
+    assert {"HacmAttention", "HacmAttentionGrad"} <= ops and not ops & {"BiasAdd", "HacmBiasAdd", "BiasAddGrad"}
+    tol = 2e-4 if precision == "float32" else 3e-2
     for got, want in zip(step(True), step(False)):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-4, atol=2e-4 * np.abs(want).max())
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=tol, atol=tol * np.abs(want).max())
 
 
 @needs_compiler

@@ -201,24 +201,28 @@ def amx_available(head_dim: int | None = None) -> bool:
         return _state["amx"]
 
 
-def attention_packed(qkv: tf.Tensor, scale: float) -> tf.Tensor:
+def attention_packed(qkv: tf.Tensor, scale: float, bias=None) -> tf.Tensor:
     """Multi-head softmax(scale q k^T) v from the packed projection: qkv [B, N, 3, H, D] -> [B, N, H, D].
 
     The layout one qkv matmul produces and the output projection takes, so no transposes around it.
-    Differentiable (the gradient op recomputes the weights and returns d_qkv in the same layout).
-    bfloat16 inputs run on the AMX tiles where ``amx_available(D)`` (products of bfloat16 pairs summed
-    in float32, the softmax in float32, the weights rounded to bfloat16 before their product with v);
-    other dtypes are computed in float32 and cast back. Requires ``available(D)``.
+    ``bias`` [3 H D] (the projection's, None: none) is added to q, k and v inside the op, in float32
+    and rounded to qkv's dtype, as a bias addition before it would (its gradient, the sums of d_qkv,
+    comes from the gradient op too). Differentiable (the gradient op recomputes the weights and returns
+    d_qkv in the same layout). bfloat16 inputs run on the AMX tiles where ``amx_available(D)``
+    (products of bfloat16 pairs summed in float32, the softmax in float32, the weights rounded to
+    bfloat16 before their product with v); other dtypes are computed in float32 and cast back.
+    Requires ``available(D)``.
     """
     ops, scale, dtype = load(), float(scale), qkv.dtype
     compute = dtype if dtype == tf.bfloat16 and amx_available(qkv.shape[-1]) else tf.float32
 
     @tf.custom_gradient
-    def packed(qkv):
-        out, lse = ops.hacm_attention(qkv, scale=scale)
-        return out, lambda d_out: ops.hacm_attention_grad(qkv, out, lse, d_out, scale=scale)
+    def packed(qkv, bias):
+        out, lse = ops.hacm_attention(qkv, bias, scale=scale)
+        return out, lambda d_out: ops.hacm_attention_grad(qkv, bias, out, lse, d_out, scale=scale)
 
-    return tf.cast(packed(tf.cast(qkv, compute)), dtype)
+    bias = tf.zeros([0], tf.float32) if bias is None else tf.cast(bias, tf.float32)
+    return tf.cast(packed(tf.cast(qkv, compute), bias), dtype)
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float, out_dtype=None) -> tf.Tensor:

@@ -27,9 +27,9 @@ namespace hacm_attention {
 
 bool amx_ready() { return false; }
 bool amx_head_dim(int64_t) { return false; }
-void forward_heads(const Geometry&, const uint16_t*, int64_t, int64_t, uint16_t*, float*) {}
-void backward_heads(const Geometry&, const uint16_t*, const uint16_t*, const float*, const uint16_t*,
-                    int64_t, int64_t, uint16_t*) {}
+void forward_heads(const Geometry&, const uint16_t*, const float*, int64_t, int64_t, uint16_t*, float*) {}
+void backward_heads(const Geometry&, const uint16_t*, const float*, const uint16_t*, const float*, const uint16_t*,
+                    int64_t, int64_t, uint16_t*, float*) {}
 
 #else
 
@@ -238,6 +238,25 @@ struct TileScratch {
   }
 };
 
+// The k and v rows of head h + 1 when it is in the range [., end) (read into cache while h computes),
+// and its q rows when the bias is added (next[2]; else a null base): the copy then reads them all.
+const BRows* next_head(const Geometry& g, const bf16* qkv, bool biased, int64_t h, int64_t end, BRows* next) {
+  if (h + 1 >= end) return nullptr;
+  const HeadAt at(g, h + 1);
+  const bf16* q = qkv + at.packed;
+  next[0] = {q + at.part, at.packed_stride};
+  next[1] = {q + 2 * at.part, at.packed_stride};
+  next[2] = {biased ? q : nullptr, at.packed_stride};
+  return next;
+}
+
+// Rows [r0, r0 + count) of the next head's arrays into cache (see next_head).
+inline void prefetch_next(const BRows* next, int64_t r0, int64_t count, int64_t n) {
+  if (!next) return;
+  prefetch_rows({next[0], next[1]}, r0, count, n);
+  if (next[2].base) prefetch_rows({next[2]}, r0, count, n);
+}
+
 // One head: o = softmax(scale q k^T) v (bfloat16), lse = each row's log-sum-exp of scale q k^T, 16
 // queries at a time.
 void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, MutableBRows o, float* lse, TileScratch& s,
@@ -250,7 +269,7 @@ void forward_head_tiles(BRows q, BRows k, BRows v, int64_t n, float scale, Mutab
   for (int64_t r0 = 0; r0 < n; r0 += kTile) {
     const int64_t rows = std::min<int64_t>(kTile, n - r0);
     prefetch_rows({q}, r0 + kTile, kTile, n);
-    if (next) prefetch_rows({next[0], next[1]}, r0, kTile, n);
+    prefetch_next(next, r0, kTile, n);
     if (rows == kTile) {
       _tile_loadd(2, q.row(r0), q.bytes());
     } else {
@@ -370,7 +389,7 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
     const int64_t rows = std::min<int64_t>(kKeys, n - r0);
     const int set = (r0 / kKeys) % 2;  // which of the two blocks' buffers
     prefetch_rows({q, o, d_o}, r0 + kKeys, kKeys, n);
-    if (next) prefetch_rows({next[0], next[1]}, r0, kKeys, n);
+    prefetch_next(next, r0, kKeys, n);
     copy_block(q, r0, rows, kKeys, s.qb);
     copy_block(d_o, r0, rows, kKeys, s.gb);
     transpose_rows(q, r0, rows, s.qt[set]);
@@ -440,16 +459,6 @@ void backward_head_tiles(BRows q, BRows k, BRows v, BRows o, BRows d_o, const fl
   write_transposed(s.dvt, ld, n, dv);
 }
 
-// The k and v rows of head h + 1 when it is in the range [., end) (read into cache while h computes).
-const BRows* next_head(const Geometry& g, const bf16* qkv, int64_t h, int64_t end, BRows* next) {
-  if (h + 1 >= end) return nullptr;
-  const HeadAt at(g, h + 1);
-  const bf16* k = qkv + at.packed + at.part;
-  next[0] = {k, at.packed_stride};
-  next[1] = {k + at.part, at.packed_stride};
-  return next;
-}
-
 }  // namespace
 
 bool amx_ready() {
@@ -461,39 +470,47 @@ bool amx_head_dim(int64_t d) { return d == kDim; }
 
 namespace {
 
-// fn(at, q, scratch, next) for the heads h in [begin, end) with this thread's tiles configured: q points
-// at head h's queries in qkv, next at head h + 1's k and v rows when that head is in the range.
+// fn(h, in, scratch, next) for the heads h in [begin, end) with this thread's tiles configured: in, head
+// h's rows in qkv (with the bias added, in a dense block, when there is one), next head h + 1's k and v
+// rows when that head is in the range.
 template <class Fn>
-void each_head(const Geometry& g, const bf16* qkv, int64_t begin, int64_t end, Fn fn) {
+void each_head(const Geometry& g, const bf16* qkv, const float* bias, int64_t begin, int64_t end, Fn fn) {
   TileScratch scratch(g.tokens);
+  std::vector<bf16> biased(bias ? g.tokens * 3 * kDim : 0);
   Tiles tiles;
-  BRows next[2];
+  BRows next[3];
   for (int64_t h = begin; h < end; ++h) {
-    const HeadAt at(g, h);
-    fn(h, at, qkv + at.packed, scratch, next_head(g, qkv, h, end, next));
+    const HeadInput<bf16> in = bias ? add_head_bias(g, qkv, bias, h, biased.data()) : head_input(g, qkv, h);
+    fn(h, in, scratch, next_head(g, qkv, bias != nullptr, h, end, next));
   }
 }
 
 }  // namespace
 
-void forward_heads(const Geometry& g, const uint16_t* qkv, int64_t begin, int64_t end, uint16_t* out,
-                   float* lse) {
-  each_head(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const bf16* q, TileScratch& s, const BRows* next) {
-    const int64_t ps = at.packed_stride;
-    forward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, g.tokens, g.scale,
-                       {out + at.plain, at.plain_stride}, lse + h * g.tokens, s, next);
-  });
+void forward_heads(const Geometry& g, const uint16_t* qkv, const float* bias, int64_t begin, int64_t end,
+                   uint16_t* out, float* lse) {
+  each_head(g, qkv, bias, begin, end,
+            [&](int64_t h, const HeadInput<bf16>& in, TileScratch& s, const BRows* next) {
+              const HeadAt at(g, h);
+              forward_head_tiles({in.q, in.stride}, {in.q + in.part, in.stride}, {in.q + 2 * in.part, in.stride},
+                                 g.tokens, g.scale, {out + at.plain, at.plain_stride}, lse + h * g.tokens, s, next);
+            });
 }
 
-void backward_heads(const Geometry& g, const uint16_t* qkv, const uint16_t* out, const float* lse,
-                    const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv) {
-  each_head(g, qkv, begin, end, [&](int64_t h, const HeadAt& at, const bf16* q, TileScratch& s, const BRows* next) {
-    const int64_t ps = at.packed_stride;
-    bf16* dq = d_qkv + at.packed;
-    backward_head_tiles({q, ps}, {q + at.part, ps}, {q + 2 * at.part, ps}, {out + at.plain, at.plain_stride},
-                        {d_out + at.plain, at.plain_stride}, lse + h * g.tokens, g.tokens, g.scale, {dq, ps},
-                        {dq + at.part, ps}, {dq + 2 * at.part, ps}, s, next);
-  });
+void backward_heads(const Geometry& g, const uint16_t* qkv, const float* bias, const uint16_t* out,
+                    const float* lse, const uint16_t* d_out, int64_t begin, int64_t end, uint16_t* d_qkv,
+                    float* d_bias_heads) {
+  each_head(g, qkv, bias, begin, end,
+            [&](int64_t h, const HeadInput<bf16>& in, TileScratch& s, const BRows* next) {
+              const HeadAt at(g, h);
+              const int64_t ps = at.packed_stride;
+              bf16* dq = d_qkv + at.packed;
+              backward_head_tiles({in.q, in.stride}, {in.q + in.part, in.stride}, {in.q + 2 * in.part, in.stride},
+                                  {out + at.plain, at.plain_stride}, {d_out + at.plain, at.plain_stride},
+                                  lse + h * g.tokens, g.tokens, g.scale, {dq, ps}, {dq + at.part, ps},
+                                  {dq + 2 * at.part, ps}, s, next);
+              if (d_bias_heads) sum_head_rows(g, d_qkv, h, d_bias_heads + h * 3 * kDim);
+            });
 }
 
 #endif  // HACM_AMX

@@ -17,6 +17,8 @@
 #include <cstring>
 #include <initializer_list>
 #include <vector>
+
+#include "attention.h"
 #if defined(__SSE__)
 #include <immintrin.h>
 #endif
@@ -380,6 +382,47 @@ inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_
       for (int d = 0; d < D; d += 64 / sizeof(float)) __builtin_prefetch(a.row(r) + d, 0);
 }
 
+// Head `index`'s rows in the packed qkv [B, N, 3, H, D].
+template <class T>
+inline HeadInput<T> head_input(const Geometry& g, const T* qkv, int64_t index) {
+  const HeadAt at(g, index);
+  return {qkv + at.packed, at.packed_stride, at.part};
+}
+
+// Head `index`'s q, k and v rows plus the projection's bias (float32 [3, H, D]) as the dense block
+// biased[N][3][D] (in qkv's type, rounded as store() rounds): what the kernels read when the op adds
+// the bias.
+template <class T>
+inline HeadInput<T> add_head_bias(const Geometry& g, const T* qkv, const float* bias, int64_t index, T* biased) {
+  const HeadInput<T> in = head_input(g, qkv, index);
+  const int64_t dim = g.dim, head = index % g.heads;
+  for (int64_t j = 0; j < g.tokens; ++j) {
+    const T* row = in.q + j * in.stride;
+    T* to = biased + j * 3 * dim;
+    for (int part = 0; part < 3; ++part) {
+      const float* b = bias + (part * g.heads + head) * dim;
+      for (int64_t d = 0; d < dim; d += kLanes)
+        store(to + part * dim + d, load(row + part * in.part + d) + load(b + d));
+    }
+  }
+  return {biased, 3 * dim, dim};
+}
+
+// sums[3][D] = head `index`'s dq, dk and dv rows in d_qkv [B, N, 3, H, D] summed over its tokens
+// (float32): its share of the bias's gradient.
+template <class T>
+inline void sum_head_rows(const Geometry& g, const T* d_qkv, int64_t index, float* sums) {
+  const HeadInput<T> in = head_input(g, d_qkv, index);
+  const int64_t dim = g.dim;
+  std::fill(sums, sums + 3 * dim, 0.f);
+  for (int64_t j = 0; j < g.tokens; ++j)
+    for (int part = 0; part < 3; ++part)
+      for (int64_t d = 0; d < dim; d += kLanes) {
+        float* to = sums + part * dim + d;
+        store(to, load(to) + load(in.q + j * in.stride + part * in.part + d));
+      }
+}
+
 // Per-thread buffers for one head of n tokens.
 struct Scratch {
   std::vector<float> kc, vc, kt, vt, dk, dv, scores, grads, qb, gb, ob;
@@ -396,10 +439,21 @@ struct Scratch {
   }
 };
 
-// The next head's k and v rows (one block of rows per block of this head is read into cache).
+// The next head's k and v rows (one block of rows per block of this head is read into cache), and its
+// q rows when the op adds the bias (the copy then reads them all; else a null base).
 struct NextHead {
-  Rows k, v;
+  Rows k, v, q;
 };
+
+template <int D>
+inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_t n);
+
+template <int D>
+inline void prefetch_next(const NextHead* next, int64_t r0, int64_t n) {
+  if (!next) return;
+  prefetch_rows<D>({next->k, next->v}, r0, n);
+  if (next->q.base) prefetch_rows<D>({next->q}, r0, n);
+}
 
 constexpr float kLog2e = 1.44269504088896341f, kLn2 = 0.693147180559945309f;
 
@@ -417,7 +471,7 @@ void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o,
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
     prefetch_rows<D>({q}, r0 + kRows, n);
-    if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
+    prefetch_next<D>(next, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());
     vfloat maxima = splat(0.f), totals = splat(1.f);
@@ -467,7 +521,7 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
   for (int64_t r0 = 0; r0 < n; r0 += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, n - r0);
     prefetch_rows<D>({q, o, d_o}, r0 + kRows, n);
-    if (next) prefetch_rows<D>({next->k, next->v}, r0, n);
+    prefetch_next<D>(next, r0, n);
     copy_rows<D>(q, r0, rows, scale, s.qb.data());   // the scaled queries the scores were made of
     copy_rows<D>(d_o, r0, rows, 1.f, s.gb.data());
     rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());  // scores

@@ -9,8 +9,10 @@ namespace {
 using namespace hacm_ops;  // NOLINT
 using tensorflow::shape_inference::DimensionHandle;
 
-// qkv [B, N, 3, H, D] -> out [B, N, H, D], lse [B, H, N]
+// qkv [B, N, 3, H, D], bias [3 H D] or [0] -> out [B, N, H, D], lse [B, H, N]
 Status AttentionShapes(InferenceContext* c) {
+  ShapeHandle bias;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &bias));
   ShapeHandle qkv;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 5, &qkv));
   DimensionHandle three;
@@ -24,27 +26,35 @@ Status AttentionShapes(InferenceContext* c) {
 
 REGISTER_OP("HacmAttention")
     .Input("qkv: T")
+    .Input("bias: float")
     .Attr("scale: float")
     .Attr("T: {float, bfloat16}")
     .Output("out: T")
     .Output("lse: float")
     .SetShapeFn(AttentionShapes)
-    .Doc("Multi-head attention softmax(scale q k^T) v from the packed projection qkv [B, N, 3, H, D]: "
-         "out [B, N, H, D] and the log-sum-exp of each row of scale q k^T, lse [B, H, N]. The N x N "
-         "scores are never written to memory. bfloat16 runs on the AMX tiles (see HacmAmxReady), head "
-         "dimension 32.");
+    .Doc("Multi-head attention softmax(scale q k^T) v from the packed projection qkv [B, N, 3, H, D] plus "
+         "its bias [3 H D] (added in float32 and rounded to T; an empty bias: none): out [B, N, H, D] and "
+         "the log-sum-exp of each row of scale q k^T, lse [B, H, N]. The N x N scores are never written "
+         "to memory. bfloat16 runs on the AMX tiles (see HacmAmxReady), head dimension 32.");
 
 REGISTER_OP("HacmAttentionGrad")
     .Input("qkv: T")
+    .Input("bias: float")
     .Input("out: T")
     .Input("lse: float")
     .Input("d_out: T")
     .Attr("scale: float")
     .Attr("T: {float, bfloat16}")
     .Output("d_qkv: T")
-    .SetShapeFn(ShapesOfInputs<0>)
-    .Doc("Gradient d_qkv [B, N, 3, H, D] of HacmAttention's out given d_out [B, N, H, D]; the weights are "
-         "recomputed from qkv and lse.");
+    .Output("d_bias: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      return Status();
+    })
+    .Doc("Gradients of HacmAttention's out given d_out [B, N, H, D]: d_qkv [B, N, 3, H, D] and d_bias "
+         "(float32, bias's shape: the sums of d_qkv over batch and tokens; empty without a bias). The "
+         "weights are recomputed from qkv, bias and lse.");
 
 REGISTER_OP("HacmAmxReady")
     .Output("ready: bool")
@@ -87,7 +97,8 @@ void ForHeadRanges(OpKernelContext* ctx, const hacm_attention::Geometry& g, doub
 TensorShape OutShape(const hacm_attention::Geometry& g) { return TensorShape({g.batch, g.tokens, g.heads, g.dim}); }
 TensorShape LseShape(const hacm_attention::Geometry& g) { return TensorShape({g.batch, g.heads, g.tokens}); }
 
-// Both ops: the scale attribute, and the checked geometry of input 0 (qkv).
+// Both ops: the scale attribute, the checked geometry of input 0 (qkv) and bias (input 1; nullptr when
+// empty).
 class AttentionKernel : public OpKernel {
  public:
   explicit AttentionKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -95,8 +106,15 @@ class AttentionKernel : public OpKernel {
   }
 
  protected:
-  Status Geometry(OpKernelContext* ctx, hacm_attention::Geometry* g) const {
-    return ReadGeometry(ctx->input(0), scale_, g);
+  Status Geometry(OpKernelContext* ctx, hacm_attention::Geometry* g, const float** bias) const {
+    TF_RETURN_IF_ERROR(ReadGeometry(ctx->input(0), scale_, g));
+    const Tensor& b = ctx->input(1);
+    const int64_t width = 3 * g->heads * g->dim;
+    if (b.dims() != 1 || (b.NumElements() != 0 && b.NumElements() != width))
+      return InvalidArgument(type_string(), ": bias must be [", width, "] (3 x heads x head_dim of qkv ",
+                             ctx->input(0).shape().DebugString(), ") or empty, got ", b.shape().DebugString());
+    *bias = b.NumElements() ? b.flat<float>().data() : nullptr;
+    return Status();
   }
 
  private:
@@ -110,7 +128,8 @@ class AttentionOp : public AttentionKernel {
 
   void Compute(OpKernelContext* ctx) override {
     hacm_attention::Geometry g;
-    OP_REQUIRES_OK(ctx, Geometry(ctx, &g));
+    const float* bias;
+    OP_REQUIRES_OK(ctx, Geometry(ctx, &g, &bias));
     Tensor *out, *lse;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, OutShape(g), &out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, LseShape(g), &lse));
@@ -119,7 +138,7 @@ class AttentionOp : public AttentionKernel {
     auto* o = Data(out, T());
     float* l = lse->flat<float>().data();
     ForHeadRanges(ctx, g, 4.0, [&](int64_t begin, int64_t end) {
-      hacm_attention::forward_heads(g, qkv, begin, end, o, l);
+      hacm_attention::forward_heads(g, qkv, bias, begin, end, o, l);
     });
   }
 };
@@ -131,21 +150,39 @@ class AttentionGradOp : public AttentionKernel {
 
   void Compute(OpKernelContext* ctx) override {
     hacm_attention::Geometry g;
-    OP_REQUIRES_OK(ctx, Geometry(ctx, &g));
-    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "out", ctx->input(1), OutShape(g)));
-    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "lse", ctx->input(2), LseShape(g)));
-    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "d_out", ctx->input(3), OutShape(g)));
-    Tensor* d_qkv;
+    const float* bias;
+    OP_REQUIRES_OK(ctx, Geometry(ctx, &g, &bias));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "out", ctx->input(2), OutShape(g)));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "lse", ctx->input(3), LseShape(g)));
+    OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "d_out", ctx->input(4), OutShape(g)));
+    Tensor *d_qkv, *d_bias;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &d_qkv));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &d_bias));
+    if (bias) d_bias->flat<float>().setZero();
     if (d_qkv->NumElements() == 0) return;
+    Tensor per_head;  // [B * H, 3, D]: each head's sums, added up over the batch below
+    if (bias) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({g.batch * g.heads * 3 * g.dim}),
+                                             &per_head));
+    }
+    float* sums = bias ? per_head.flat<float>().data() : nullptr;
     const auto* qkv = Data(ctx->input(0), T());
-    const auto* out = Data(ctx->input(1), T());
-    const float* lse = ctx->input(2).flat<float>().data();
-    const auto* d_out = Data(ctx->input(3), T());
+    const auto* out = Data(ctx->input(2), T());
+    const float* lse = ctx->input(3).flat<float>().data();
+    const auto* d_out = Data(ctx->input(4), T());
     auto* grad = Data(d_qkv, T());
     ForHeadRanges(ctx, g, 10.0, [&](int64_t begin, int64_t end) {
-      hacm_attention::backward_heads(g, qkv, out, lse, d_out, begin, end, grad);
+      hacm_attention::backward_heads(g, qkv, bias, out, lse, d_out, begin, end, grad, sums);
     });
+    if (!bias) return;
+    float* total = d_bias->flat<float>().data();  // [3, H, D] from [B, H, 3, D]
+    for (int64_t b = 0; b < g.batch; ++b)
+      for (int64_t h = 0; h < g.heads; ++h)
+        for (int64_t part = 0; part < 3; ++part) {
+          const float* from = sums + ((b * g.heads + h) * 3 + part) * g.dim;
+          float* to = total + (part * g.heads + h) * g.dim;
+          for (int64_t d = 0; d < g.dim; ++d) to[d] += from[d];
+        }
   }
 };
 
