@@ -96,11 +96,13 @@ def sample_all(probes: List[MatmulProbe]) -> Callable[[], None]:
 
 def shares_of_probes(achieved_gflops: float, probes: List[MatmulProbe]) -> dict:
     """Row fields of the probes' medians and the achieved rate's share of each: matmul_peak_gflops /
-    share_of_peak (float32), matmul_peak_bf16_gflops / share_of_bf16_peak (bfloat16), probe_readings."""
+    share_of_peak (float32), matmul_peak_bf16_gflops / share_of_bf16_peak (bfloat16), the readings'
+    lowest and highest (matmul_peak[_bf16]_range), probe_readings (their count)."""
     row = {"probe_readings": len(probes[0].readings) if probes else 0}
     for p in probes:
         suffix = "_bf16" if p.dtype == "bfloat16" else ""
         peak = p.median()
         row[f"matmul_peak{suffix}_gflops"] = round(peak, 1)
+        row[f"matmul_peak{suffix}_range"] = [round(min(p.readings), 1), round(max(p.readings), 1)]
         row[f"share_of{suffix}_peak"] = round(achieved_gflops / peak, 3)
     return row

@@ -119,7 +119,8 @@ def test_matmul_probe_readings_between_timed_calls():
     assert order == ["step"] + ["step", "probe"] * 3 and len(times) == 3 and len(probe.readings) == 3
     probe.readings = [100.0, 300.0, 200.0]
     row = timing.shares_of_probes(50.0, [probe])
-    assert row == {"probe_readings": 3, "matmul_peak_bf16_gflops": 200.0, "share_of_bf16_peak": 0.25}
+    assert row == {"probe_readings": 3, "matmul_peak_bf16_gflops": 200.0, "matmul_peak_bf16_range": [100.0, 300.0],
+                   "share_of_bf16_peak": 0.25}
     assert timing.matmul_peak(n=64, repeats=2) > 0
 
 
