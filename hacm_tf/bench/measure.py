@@ -11,8 +11,8 @@ import numpy as np
 
 from hacm_tf.bench.flops import block_flops, classifier_flops_per_sample, graph_flops, pretrain_flops_per_sample
 from hacm_tf.bench.profile import profile_op_times
-from hacm_tf.bench.timing import (peak_rss_gib, probes_between_steps, sample_all, shares_of_probes, time_call,
-                                  time_calls)
+from hacm_tf.bench.timing import (StealMeter, peak_rss_gib, probes_between_steps, sample_all, shares_of_probes,
+                                  time_call, time_calls)
 from hacm_tf.config import ComputeConfig, DataConfig
 
 
@@ -112,7 +112,7 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
         step((x, labels))
         float(model.trackers["loss"].result())  # waits for the step
 
-    probes = probes_between_steps(compute.precision)
+    probes, steal = probes_between_steps(compute.precision), StealMeter()
     med, t_compile = time_call(run_step, steps, warmup, between=sample_all(probes))
     flops = pretrain_flops_per_sample(model)
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
@@ -123,7 +123,7 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
             "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             **shares_of_probes(flops * batch_size / med / 1e9, probes),
-            "warmup_seconds": round(t_compile, 1), "peak_rss_gib": peak_rss_gib()}
+            "warmup_seconds": round(t_compile, 1), "cpu_steal_share": steal.share(), "peak_rss_gib": peak_rss_gib()}
 
 
 def block_training_rate(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: int = 8,
@@ -253,7 +253,7 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     x = tf.constant(random_clips(config, batch_size))
     y = tf.zeros([batch_size], tf.int64)
     step = tf.function(clf.train_step)
-    probes = probes_between_steps(compute.precision)
+    probes, steal = probes_between_steps(compute.precision), StealMeter()
     med, first = time_call(lambda: float(step((x, y))["loss"][0]), steps, warmup, between=sample_all(probes))
     flops = 3 * classifier_flops_per_sample(config, num_classes)
     return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": compute.remat,
@@ -263,7 +263,7 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
             "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
             "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
             **shares_of_probes(flops * batch_size / med / 1e9, probes),
-            "warmup_seconds": round(first, 1), "peak_rss_gib": peak_rss_gib()}
+            "warmup_seconds": round(first, 1), "cpu_steal_share": steal.share(), "peak_rss_gib": peak_rss_gib()}
 
 
 def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 2, saved_model: bool = False,

@@ -233,10 +233,15 @@ def markdown(rows: Sequence[dict]) -> str:
     """A Markdown table of the measured rows (shares in %)."""
     keys = [k for k in ("method", "batch_size", "window", "tokens", "xla", "precision", "runtime", "ms_per_step",
                         "ms_per_batch", "latency_ms_median", "latency_ms_p95", "samples_per_second",
-                        "gflops_per_sample", "achieved_gflops", "share_of_peak", "share_of_bf16_peak", "peak_rss_gib")
+                        "gflops_per_sample", "achieved_gflops", "share_of_peak", "share_of_bf16_peak",
+                        "cpu_steal_share", "peak_rss_gib")
             if k in rows[0]]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+
+    def cell(k, v):
+        return f"{100 * v:.0f} %" if "share" in k and v is not None else str(v)
+
     for r in rows:
-        cells = [f"{100 * r[k]:.0f} %" if k.startswith("share_of") else str(r[k]) for k in keys]
+        cells = [cell(k, r.get(k)) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -34,6 +34,34 @@ def time_call(fn: Callable, steps: int, warmup: int,
     return float(np.median(times)), first
 
 
+class StealMeter:
+    """The share of the CPUs' time a hypervisor gave to other guests (``steal`` in /proc/stat) between
+    creation and ``share()``: on a shared virtual machine, how much of a measurement's wall time its
+    cores were not running it. None where /proc/stat does not exist or has no steal column."""
+
+    def __init__(self, path: str = "/proc/stat"):
+        self.path = path
+        self.start = self._read()
+
+    def _read(self) -> Optional[Tuple[int, int]]:
+        """(steal, all) jiffies of the aggregate cpu line, or None."""
+        try:
+            with open(self.path) as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if len(fields) < 9 or fields[0] != "cpu":
+            return None
+        counts = [int(v) for v in fields[1:]]
+        return counts[7], sum(counts[:8])   # user nice system idle iowait irq softirq steal
+
+    def share(self) -> Optional[float]:
+        end = self._read()
+        if self.start is None or end is None or end[1] <= self.start[1]:
+            return None
+        return round((end[0] - self.start[0]) / (end[1] - self.start[1]), 3)
+
+
 def peak_rss_gib() -> float:
     """This process's peak resident memory so far (GiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)

@@ -104,6 +104,7 @@ def test_throughput_reports_are_consistent():
                                                        abs=rounding)
     for row in (pre, fine):   # the float32 probe read once after each timed step, the share of its median
         assert row["probe_readings"] == 2 and "share_of_bf16_peak" not in row
+        assert row["cpu_steal_share"] is None or 0 <= row["cpu_steal_share"] < 1
         assert row["share_of_peak"] == pytest.approx(row["achieved_gflops"] / row["matmul_peak_gflops"], abs=0.001)
 
 
@@ -122,6 +123,19 @@ def test_matmul_probe_readings_between_timed_calls():
     assert row == {"probe_readings": 3, "matmul_peak_bf16_gflops": 200.0, "matmul_peak_bf16_range": [100.0, 300.0],
                    "share_of_bf16_peak": 0.25}
     assert timing.matmul_peak(n=64, repeats=2) > 0
+
+
+def test_steal_meter_reads_the_hypervisors_share_from_proc_stat(tmp_path):
+    from hacm_tf.bench import timing
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3\n")   # steal 35 of 1,000 jiffies
+    meter = timing.StealMeter(str(stat))
+    stat.write_text("cpu  160 0 70 900 10 0 5 55 0 0\n")              # +20 steal of +200
+    assert meter.share() == 0.1
+    assert timing.StealMeter(str(tmp_path / "missing")).share() is None
+    stat.write_text("intr 1 2 3\n")
+    assert timing.StealMeter(str(stat)).share() is None
 
 
 @pytest.mark.parametrize("dim", [16, 32])    # head dimension 8 (no native op) and 16
