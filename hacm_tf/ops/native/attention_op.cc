@@ -98,14 +98,24 @@ TensorShape OutShape(const hacm_attention::Geometry& g) { return TensorShape({g.
 TensorShape LseShape(const hacm_attention::Geometry& g) { return TensorShape({g.batch, g.heads, g.tokens}); }
 
 // Both ops: the scale attribute, the checked geometry of input 0 (qkv) and bias (input 1; nullptr when
-// empty).
+// empty), handed to Run.
 class AttentionKernel : public OpKernel {
  public:
   explicit AttentionKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
   }
 
+  void Compute(OpKernelContext* ctx) final {
+    hacm_attention::Geometry g;
+    const float* bias;
+    OP_REQUIRES_OK(ctx, Geometry(ctx, &g, &bias));
+    Run(ctx, g, bias);
+  }
+
  protected:
+  virtual void Run(OpKernelContext* ctx, const hacm_attention::Geometry& g, const float* bias) = 0;
+
+ private:
   Status Geometry(OpKernelContext* ctx, hacm_attention::Geometry* g, const float** bias) const {
     TF_RETURN_IF_ERROR(ReadGeometry(ctx->input(0), scale_, g));
     const Tensor& b = ctx->input(1);
@@ -117,7 +127,6 @@ class AttentionKernel : public OpKernel {
     return Status();
   }
 
- private:
   float scale_;
 };
 
@@ -126,10 +135,8 @@ class AttentionOp : public AttentionKernel {
  public:
   using AttentionKernel::AttentionKernel;
 
-  void Compute(OpKernelContext* ctx) override {
-    hacm_attention::Geometry g;
-    const float* bias;
-    OP_REQUIRES_OK(ctx, Geometry(ctx, &g, &bias));
+ protected:
+  void Run(OpKernelContext* ctx, const hacm_attention::Geometry& g, const float* bias) override {
     Tensor *out, *lse;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, OutShape(g), &out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, LseShape(g), &lse));
@@ -148,10 +155,8 @@ class AttentionGradOp : public AttentionKernel {
  public:
   using AttentionKernel::AttentionKernel;
 
-  void Compute(OpKernelContext* ctx) override {
-    hacm_attention::Geometry g;
-    const float* bias;
-    OP_REQUIRES_OK(ctx, Geometry(ctx, &g, &bias));
+ protected:
+  void Run(OpKernelContext* ctx, const hacm_attention::Geometry& g, const float* bias) override {
     OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "out", ctx->input(2), OutShape(g)));
     OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "lse", ctx->input(3), LseShape(g)));
     OP_REQUIRES_OK(ctx, ExpectShape("HacmAttentionGrad", "d_out", ctx->input(4), OutShape(g)));
