@@ -1,4 +1,5 @@
-"""The one timer of the benchmarks, this machine's matmul peak and the process's peak memory."""
+"""The one timer of the benchmarks, the matmul probe read between timed steps, the hypervisor's steal share
+and the process's peak memory."""
 
 from __future__ import annotations
 
