@@ -115,14 +115,15 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     probes, steal = probes_between_steps(compute.precision), StealMeter()
     med, t_compile = time_call(run_step, steps, warmup, between=sample_all(probes))
     flops = pretrain_flops_per_sample(model)
+    achieved = flops * batch_size / med / 1e9
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
             "decoder_depth": config.decoder_depth, "xla": compute.jit_compile, "remat": compute.remat,
             "precision": compute.precision, "micro_batches": compute.micro_batches,
             "fused_kernels": compute.fused_kernels, "native_kernels": _native_kernels(compute), "steps": steps,
             "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
-            "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
-            **shares_of_probes(flops * batch_size / med / 1e9, probes),
+            "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(achieved, 1),
+            **shares_of_probes(achieved, probes),
             "warmup_seconds": round(t_compile, 1), "cpu_steal_share": steal.share(), "peak_rss_gib": peak_rss_gib()}
 
 
@@ -256,13 +257,13 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     probes, steal = probes_between_steps(compute.precision), StealMeter()
     med, first = time_call(lambda: float(step((x, y))["loss"][0]), steps, warmup, between=sample_all(probes))
     flops = 3 * classifier_flops_per_sample(config, num_classes)
+    achieved = flops * batch_size / med / 1e9
     return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": compute.remat,
             "precision": compute.precision, "fused_kernels": compute.fused_kernels,
             "native_kernels": _native_kernels(compute), "tokens": config.num_patches * len(clf.encoder.joints),
             "ms_per_step": round(1000 * med, 1),
             "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
-            "achieved_gflops": round(flops * batch_size / med / 1e9, 1),
-            **shares_of_probes(flops * batch_size / med / 1e9, probes),
+            "achieved_gflops": round(achieved, 1), **shares_of_probes(achieved, probes),
             "warmup_seconds": round(first, 1), "cpu_steal_share": steal.share(), "peak_rss_gib": peak_rss_gib()}
 
 

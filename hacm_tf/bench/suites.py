@@ -108,13 +108,13 @@ def measured_suite(kind: str, specs: Sequence[dict], compute: ComputeConfig = Co
     rows = []
     for spec in specs:
         row = run({**compute.to_dict(), "jit_compile": False, **spec})
-        if "achieved_gflops" in row and "share_of_peak" not in row:
-            row["matmul_peak_gflops"] = round(peak, 1)
+        own_probe = "share_of_peak" in row
+        row.setdefault("matmul_peak_gflops", round(peak, 1))
+        if "achieved_gflops" in row and not own_probe:
             row["share_of_peak"] = round(row["achieved_gflops"] / peak, 3)
             if peak_bf16:   # the blocks' matmuls run in bfloat16: their own, higher ceiling
                 row["matmul_peak_bf16_gflops"] = round(peak_bf16, 1)
                 row["share_of_bf16_peak"] = round(row["achieved_gflops"] / peak_bf16, 3)
-        row.setdefault("matmul_peak_gflops", round(peak, 1))
         rows.append(row)
         log(json.dumps(row))
     if kind == "scale" and plot:

@@ -446,9 +446,6 @@ struct NextHead {
 };
 
 template <int D>
-inline void prefetch_rows(std::initializer_list<Rows> arrays, int64_t r0, int64_t n);
-
-template <int D>
 inline void prefetch_next(const NextHead* next, int64_t r0, int64_t n) {
   if (!next) return;
   prefetch_rows<D>({next->k, next->v}, r0, n);

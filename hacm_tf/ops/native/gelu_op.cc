@@ -60,7 +60,7 @@ template <class T, class Kernel>
 void BiasRows(OpKernelContext* ctx, const char* op, int64_t cost, Kernel kernel) {
   int64_t rows, f;
   OP_REQUIRES_OK(ctx, Geometry(ctx, op, false, &rows, &f));
-  Tensor* y;  // in h's buffer when nothing else holds it (the qkv bias: 7.3-7.8 against 8.4-9.0 ms per two steps)
+  Tensor* y;  // in h's buffer when nothing else holds it (measured on a [27648, 768] bias: 7.3-7.8 against 8.4-9.0 ms)
   OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, ctx->input(0).shape(), &y));
   if (rows == 0 || f == 0) return;
   const auto* h = Data(ctx->input(0), T());
