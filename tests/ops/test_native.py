@@ -46,7 +46,7 @@ def op_library():
 
 @needs_compiler
 @pytest.mark.parametrize("shape", [(2, 3, 37, 16), (1, 2, 50, 32), (2, 19, 48), (1, 1, 70, 64), (3, 1, 16),
-                                   (1, 2, 8, 32)])
+                                   (1, 2, 8, 32), (1, 1, 100, 32)])
 def test_values_and_gradients_match_float64_autodiff(op_library, shape):
     arrays = [RNG.normal(size=shape) * 1.5 for _ in range(3)]
     d_out = RNG.normal(size=shape)

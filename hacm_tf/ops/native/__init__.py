@@ -7,7 +7,8 @@ first use with the machine's C++ compiler for its own CPU (``-march=native``), c
 ``$HACM_TF_CACHE`` (default ``~/.cache/hacm_tf``) by a key of the sources, TensorFlow version,
 compiler and CPU features, so a build is reused only where it was made. Each head's queries are
 taken eight rows at a time: scores, softmax and the product with v happen in cache; the backward
-pass recomputes the weights from q, k and the saved log-sum-exp. Heads run in parallel on
+pass recomputes the weights from q, k and the saved log-sum-exp and adds a group of 32 query rows'
+weights to dk and dv at once. Heads run in parallel on
 TensorFlow's intra-op threads. The LayerNorm op (``layer_norm_op.cc``) makes one pass per row
 statistic while the row sits in cache, in both passes; the bias + GELU op (``gelu_op.cc``) adds the
 MLP's first bias and applies the exact GELU in one pass, and its gradient sums the bias gradient in

@@ -4,8 +4,8 @@
 // register-blocked kernel (k read as panels of transposed rows, front to back; the scores in base 2,
 // exponentials 2^x), normalised (softmax, exact, no online rescaling: a row block of N <= a few
 // thousand keys fits the L1/L2 cache), and multiplied by v at once. The backward pass recomputes
-// the block's weights from q, k and the saved log-sum-exp and accumulates dk and dv with rank-R
-// updates, so neither pass keeps anything of size N x N.
+// the block's weights from q, k and the saved log-sum-exp, keeps those of a group of blocks and adds
+// them to dk and dv in one rank-kGroup update each, so neither pass keeps anything of size N x N.
 //
 // Portable C++ (GCC/Clang vector extensions): compiled for the host's instruction set, a vector is
 // one AVX-512 register (16 floats) or one AVX2 register (8 floats).
@@ -268,6 +268,7 @@ inline void rows_times(const float* w, int64_t ld, const float* b, int64_t n, fl
 #pragma GCC unroll 8
   for (int i = 0; i < kRows; ++i)
     for (int c = 0; c < V; ++c) acc[i][c] = vfloat{};
+#pragma GCC unroll 4  // (one key per iteration runs at about 70 % of the FMA rate, four at about 95 %)
   for (int64_t j = 0; j < n; ++j) {
     vfloat bj[V];
     for (int c = 0; c < V; ++c) bj[c] = load(b + j * D + c * kLanes);
@@ -281,27 +282,47 @@ inline void rows_times(const float* w, int64_t ld, const float* b, int64_t n, fl
     for (int c = 0; c < V; ++c) store(out + i * D + c * kLanes, acc[i][c]);
 }
 
-// acc[n][D] += w[R][0:n]^T a[R][D] (w with row stride ld): a rank-R update, two rows of acc at a time
-// (four independent sums; n even or w zero-padded to an even count).
-template <int D>
-inline void add_transposed_times(const float* w, int64_t ld, const float* a, int64_t n, float* acc) {
+// Keys per register tile of the rank updates: J x D accumulators fill 16 vector registers (12 with 16
+// registers in all), J dividing kPanel.
+constexpr int tile_keys(int d) {
+  const int vectors = d / kLanes, budget = kLanes == 16 ? 16 : 12;
+  int keys = 1;
+  while (keys * 2 * vectors <= budget && keys * 2 <= kPanel) keys *= 2;
+  return keys;
+}
+
+// acc[J][D] += w[rows][0:J]^T a[rows][D] (w with row stride ld): J x D sums in registers over the rows,
+// each added in row order.
+template <int D, int J>
+inline void add_transposed_tile(const float* w, int64_t ld, const float* a, int64_t rows, float* acc) {
   constexpr int V = D / kLanes;
-  vfloat rows[kRows][V];
-  for (int i = 0; i < kRows; ++i)
-    for (int c = 0; c < V; ++c) rows[i][c] = load(a + i * D + c * kLanes);
-  for (int64_t j = 0; j < n; j += 2) {
-    const bool pair = j + 1 < n;
-    float* acc0 = acc + j * D;
-    float* acc1 = pair ? acc0 + D : acc0;   // a lone last row: its sum is computed twice, stored once
-    vfloat sum0[V], sum1[V];
-    for (int c = 0; c < V; ++c) sum0[c] = load(acc0 + c * kLanes), sum1[c] = load(acc1 + c * kLanes);
-#pragma GCC unroll 8
-    for (int i = 0; i < kRows; ++i) {
-      const vfloat x0 = splat(w[i * ld + j]), x1 = splat(w[i * ld + j + pair]);
-      for (int c = 0; c < V; ++c) sum0[c] += x0 * rows[i][c], sum1[c] += x1 * rows[i][c];
+  vfloat sum[J][V];
+#pragma GCC unroll 16
+  for (int t = 0; t < J; ++t)
+    for (int c = 0; c < V; ++c) sum[t][c] = load(acc + t * D + c * kLanes);
+  for (int64_t i = 0; i < rows; ++i) {
+    vfloat row[V];
+    for (int c = 0; c < V; ++c) row[c] = load(a + i * D + c * kLanes);
+    const float* wi = w + i * ld;
+#pragma GCC unroll 16
+    for (int t = 0; t < J; ++t) {
+      const vfloat x = splat(wi[t]);
+      for (int c = 0; c < V; ++c) sum[t][c] += x * row[c];
     }
-    for (int c = 0; c < V; ++c) store(acc1 + c * kLanes, sum1[c]), store(acc0 + c * kLanes, sum0[c]);
   }
+#pragma GCC unroll 16
+  for (int t = 0; t < J; ++t)
+    for (int c = 0; c < V; ++c) store(acc + t * D + c * kLanes, sum[t][c]);
+}
+
+// acc[n][D] += w[rows][0:n]^T a[rows][D] (w with row stride ld): a rank-`rows` update, a tile of keys
+// at a time, so that acc is read and written once per call however many rows it adds.
+template <int D>
+inline void add_transposed_times(const float* w, int64_t ld, const float* a, int64_t rows, int64_t n, float* acc) {
+  constexpr int J = tile_keys(D);
+  int64_t j = 0;
+  for (; j + J <= n; j += J) add_transposed_tile<D, J>(w + j, ld, a, rows, acc + j * D);
+  for (; j < n; ++j) add_transposed_tile<D, 1>(w + j, ld, a, rows, acc + j * D);
 }
 
 // A head's rows inside a larger array: row j of the head is at base + j * stride (D floats).
@@ -423,6 +444,10 @@ inline void sum_head_rows(const Geometry& g, const T* d_qkv, int64_t index, floa
       }
 }
 
+// Query rows per group of the backward pass: its blocks' weights and their gradients are kept, then
+// added to dk and dv in one rank-kGroup update each (dk and dv, n x D, read and written once per group).
+constexpr int kGroup = 4 * kRows;
+
 // Per-thread buffers for one head of n tokens.
 struct Scratch {
   std::vector<float> kc, vc, kt, vt, dk, dv, scores, grads, qb, gb, ob;
@@ -431,10 +456,10 @@ struct Scratch {
     for (auto* dense : {&kc, &vc, &dk, &dv}) dense->resize(n * d);
     kt.resize(d * ld);
     vt.resize(d * ld);
-    scores.resize(kRows * ld);
-    grads.resize(kRows * ld);
-    qb.resize(kRows * d);
-    gb.resize(kRows * d);
+    scores.resize(kGroup * ld);
+    grads.resize(kGroup * ld);
+    qb.resize(kGroup * d);
+    gb.resize(kGroup * d);
     ob.resize(kRows * d);
   }
 };
@@ -515,41 +540,48 @@ void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, i
   pack_panels<D>(v, n, ld, 1.f, s.vt.data());     // for the weights' gradient
   std::fill(s.dk.begin(), s.dk.end(), 0.f);
   std::fill(s.dv.begin(), s.dv.end(), 0.f);
-  for (int64_t r0 = 0; r0 < n; r0 += kRows) {
-    const int64_t rows = std::min<int64_t>(kRows, n - r0);
-    prefetch_rows<D>({q, o, d_o}, r0 + kRows, n);
-    prefetch_next<D>(next, r0, n);
-    copy_rows<D>(q, r0, rows, scale, s.qb.data());   // the scaled queries the scores were made of
-    copy_rows<D>(d_o, r0, rows, 1.f, s.gb.data());
-    rows_times_transposed<D>(s.qb.data(), s.kt.data(), ld, ld, s.scores.data());  // scores
-    rows_times_transposed<D>(s.gb.data(), s.vt.data(), ld, ld, s.grads.data());   // d weights
-    for (int i = 0; i < kRows; ++i) {
-      float* p = s.scores.data() + i * ld;
-      float* g = s.grads.data() + i * ld;
-      if (i >= rows) {  // padding rows: no weight, no gradient
-        std::fill(p, p + ld, 0.f);
-        std::fill(g, g + ld, 0.f);
-        continue;
+  for (int64_t g0 = 0; g0 < n; g0 += kGroup) {
+    const int64_t group_rows = std::min<int64_t>(kGroup, n - g0);
+    for (int64_t r0 = g0; r0 < g0 + group_rows; r0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, n - r0);
+      float* qb = s.qb.data() + (r0 - g0) * D;  // this block's rows of the group's buffers
+      float* gb = s.gb.data() + (r0 - g0) * D;
+      float* scores = s.scores.data() + (r0 - g0) * ld;
+      float* grads = s.grads.data() + (r0 - g0) * ld;
+      prefetch_rows<D>({q, o, d_o}, r0 + kRows, n);
+      prefetch_next<D>(next, r0, n);
+      copy_rows<D>(q, r0, rows, scale, qb);   // the scaled queries the scores were made of
+      copy_rows<D>(d_o, r0, rows, 1.f, gb);
+      rows_times_transposed<D>(qb, s.kt.data(), ld, ld, scores);  // scores
+      rows_times_transposed<D>(gb, s.vt.data(), ld, ld, grads);   // d weights
+      for (int i = 0; i < kRows; ++i) {
+        float* p = scores + i * ld;
+        float* g = grads + i * ld;
+        if (i >= rows) {  // padding rows: no weight, no gradient
+          std::fill(p, p + ld, 0.f);
+          std::fill(g, g + ld, 0.f);
+          continue;
+        }
+        // rowsum(d_o * o), summed in d order as the kernel sums d_o . v: for a one-hot row of weights
+        // (o = v_j) the two cancel exactly, as they do in exact arithmetic
+        float row_term = 0.f;
+        for (int d = 0; d < D; ++d) row_term += d_o.row(r0 + i)[d] * o.row(r0 + i)[d];
+        const vfloat shift = splat(lse[r0 + i] * kLog2e), rt = splat(row_term);
+        for (int64_t j = 0; j < ld; j += kLanes) {
+          const vfloat w = vexp2(load(p + j) - shift);
+          store(p + j, w);
+          store(g + j, w * (load(g + j) - rt));
+        }
+        std::fill(p + n, p + ld, 0.f);
+        std::fill(g + n, g + ld, 0.f);
       }
-      // rowsum(d_o * o), summed in d order as the kernel sums d_o . v: for a one-hot row of weights
-      // (o = v_j) the two cancel exactly, as they do in exact arithmetic
-      float row_term = 0.f;
-      for (int d = 0; d < D; ++d) row_term += d_o.row(r0 + i)[d] * o.row(r0 + i)[d];
-      const vfloat shift = splat(lse[r0 + i] * kLog2e), rt = splat(row_term);
-      for (int64_t j = 0; j < ld; j += kLanes) {
-        const vfloat w = vexp2(load(p + j) - shift);
-        store(p + j, w);
-        store(g + j, w * (load(g + j) - rt));
-      }
-      std::fill(p + n, p + ld, 0.f);
-      std::fill(g + n, g + ld, 0.f);
+      rows_times<D>(grads, ld, s.kc.data(), n, s.ob.data());
+      const vfloat sv = splat(scale);
+      for (int64_t i = 0; i < rows; ++i)   // d(scale q) -> dq
+        write_row<D>(dq, r0 + i, s.ob.data() + i * D, sv, dq_aligned);
     }
-    add_transposed_times<D>(s.scores.data(), ld, s.gb.data(), n, s.dv.data());
-    add_transposed_times<D>(s.grads.data(), ld, s.qb.data(), n, s.dk.data());
-    rows_times<D>(s.grads.data(), ld, s.kc.data(), n, s.ob.data());
-    const vfloat sv = splat(scale);
-    for (int64_t i = 0; i < rows; ++i)   // d(scale q) -> dq
-      write_row<D>(dq, r0 + i, s.ob.data() + i * D, sv, dq_aligned);
+    add_transposed_times<D>(s.scores.data(), ld, s.gb.data(), group_rows, n, s.dv.data());
+    add_transposed_times<D>(s.grads.data(), ld, s.qb.data(), group_rows, n, s.dk.data());
   }
   scatter<D>(s.dk.data(), n, dk);
   scatter<D>(s.dv.data(), n, dv);
