@@ -112,19 +112,27 @@ def pretrain_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
         step((x, labels))
         float(model.trackers["loss"].result())  # waits for the step
 
-    probes, steal = probes_between_steps(compute.precision), StealMeter()
-    med, t_compile = time_call(run_step, steps, warmup, between=sample_all(probes))
-    flops = pretrain_flops_per_sample(model)
-    achieved = flops * batch_size / med / 1e9
     return {"benchmark": "pretrain", "method": config.method, "batch_size": batch_size, "window": config.window,
             "t_patch": config.t_patch, "tokens": model.num_tokens, "dim": config.dim, "depth": config.depth,
             "decoder_depth": config.decoder_depth, "xla": compute.jit_compile, "remat": compute.remat,
             "precision": compute.precision, "micro_batches": compute.micro_batches,
             "fused_kernels": compute.fused_kernels, "native_kernels": _native_kernels(compute), "steps": steps,
-            "ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
-            "gflops_per_sample": round(flops / 1e9, 2), "achieved_gflops": round(achieved, 1),
-            **shares_of_probes(achieved, probes),
-            "warmup_seconds": round(t_compile, 1), "cpu_steal_share": steal.share(), "peak_rss_gib": peak_rss_gib()}
+            **_timed_training(run_step, steps, warmup, compute.precision, pretrain_flops_per_sample(model),
+                              batch_size)}
+
+
+def _timed_training(run_step, steps: int, warmup: int, precision: str, flops_per_sample: float,
+                    batch_size: int) -> dict:
+    """The timing fields of a training row: run_step timed ``steps`` times after ``warmup``, the matmul
+    probes of ``precision`` read after every timed step, the rate's shares of their medians, the steal
+    share over the measurement and the peak memory."""
+    probes, steal = probes_between_steps(precision), StealMeter()
+    med, first = time_call(run_step, steps, warmup, between=sample_all(probes))
+    achieved = flops_per_sample * batch_size / med / 1e9
+    return {"ms_per_step": round(1000 * med, 1), "samples_per_second": round(batch_size / med, 3),
+            "gflops_per_sample": round(flops_per_sample / 1e9, 2), "achieved_gflops": round(achieved, 1),
+            **shares_of_probes(achieved, probes), "warmup_seconds": round(first, 1),
+            "cpu_steal_share": steal.share(), "peak_rss_gib": peak_rss_gib()}
 
 
 def block_training_rate(sequences: int = 64, tokens: int = 432, dim: int = 256, heads: int = 8,
@@ -254,17 +262,11 @@ def finetune_throughput(config, batch_size: int = 32, steps: int = 3, warmup: in
     x = tf.constant(random_clips(config, batch_size))
     y = tf.zeros([batch_size], tf.int64)
     step = tf.function(clf.train_step)
-    probes, steal = probes_between_steps(compute.precision), StealMeter()
-    med, first = time_call(lambda: float(step((x, y))["loss"][0]), steps, warmup, between=sample_all(probes))
-    flops = 3 * classifier_flops_per_sample(config, num_classes)
-    achieved = flops * batch_size / med / 1e9
     return {"benchmark": "finetune", "method": config.method, "batch_size": batch_size, "remat": compute.remat,
             "precision": compute.precision, "fused_kernels": compute.fused_kernels,
             "native_kernels": _native_kernels(compute), "tokens": config.num_patches * len(clf.encoder.joints),
-            "ms_per_step": round(1000 * med, 1),
-            "samples_per_second": round(batch_size / med, 3), "gflops_per_sample": round(flops / 1e9, 2),
-            "achieved_gflops": round(achieved, 1), **shares_of_probes(achieved, probes),
-            "warmup_seconds": round(first, 1), "cpu_steal_share": steal.share(), "peak_rss_gib": peak_rss_gib()}
+            **_timed_training(lambda: float(step((x, y))["loss"][0]), steps, warmup, compute.precision,
+                              3 * classifier_flops_per_sample(config, num_classes), batch_size)}
 
 
 def inference_throughput(config, batch_size: int, steps: int = 5, warmup: int = 2, saved_model: bool = False,

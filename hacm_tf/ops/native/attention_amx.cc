@@ -238,18 +238,6 @@ struct TileScratch {
   }
 };
 
-// The k and v rows of head h + 1 when it is in the range [., end) (read into cache while h computes),
-// and its q rows when the bias is added (next[2]; else a null base): the copy then reads them all.
-const BRows* next_head(const Geometry& g, const bf16* qkv, bool biased, int64_t h, int64_t end, BRows* next) {
-  if (h + 1 >= end) return nullptr;
-  const HeadAt at(g, h + 1);
-  const bf16* q = qkv + at.packed;
-  next[0] = {q + at.part, at.packed_stride};
-  next[1] = {q + 2 * at.part, at.packed_stride};
-  next[2] = {biased ? q : nullptr, at.packed_stride};
-  return next;
-}
-
 // Rows [r0, r0 + count) of the next head's arrays into cache (see next_head).
 inline void prefetch_next(const BRows* next, int64_t r0, int64_t count, int64_t n) {
   if (!next) return;

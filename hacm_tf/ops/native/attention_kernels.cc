@@ -8,18 +8,6 @@ bool supported_head_dim(int64_t d) { return d == 16 || d == 32 || d == 48 || d =
 
 namespace {
 
-// The k and v rows of head h + 1 when it is in the same range (read into cache while h computes), and
-// its q rows when the bias is added.
-inline const NextHead* next_head(const Geometry& g, const float* qkv, bool biased, int64_t h, int64_t end,
-                                 NextHead* next) {
-  if (h + 1 >= end) return nullptr;
-  const HeadAt at(g, h + 1);
-  const float* q = qkv + at.packed;
-  const int64_t ps = at.packed_stride;
-  *next = {{q + at.part, ps}, {q + 2 * at.part, ps}, {biased ? q : nullptr, ps}};
-  return next;
-}
-
 // fn(h, in, scratch, next) for the heads h in [begin, end): in, head h's rows in qkv (with the bias
 // added, in a dense block, when there is one), next head h + 1's k and v rows when that head is in the
 // range; one scratch per range.
@@ -28,10 +16,10 @@ void each_head(const Geometry& g, const float* qkv, const float* bias, int64_t b
   Scratch scratch;
   scratch.resize(g.tokens, D);
   std::vector<float> biased(bias ? g.tokens * 3 * D : 0);
-  NextHead next;
+  Rows next[3];
   for (int64_t h = begin; h < end; ++h) {
     const HeadInput<float> in = bias ? add_head_bias(g, qkv, bias, h, biased.data()) : head_input(g, qkv, h);
-    fn(h, in, scratch, next_head(g, qkv, bias != nullptr, h, end, &next));
+    fn(h, in, scratch, next_head(g, qkv, bias != nullptr, h, end, next));
   }
   stream_fence();  // the streamed results are written before the range is reported done
 }
@@ -39,7 +27,7 @@ void each_head(const Geometry& g, const float* qkv, const float* bias, int64_t b
 template <int D>
 void forward_range(const Geometry& g, const float* qkv, const float* bias, int64_t begin, int64_t end, float* out,
                    float* lse) {
-  each_head<D>(g, qkv, bias, begin, end, [&](int64_t h, const HeadInput<float>& in, Scratch& s, const NextHead* next) {
+  each_head<D>(g, qkv, bias, begin, end, [&](int64_t h, const HeadInput<float>& in, Scratch& s, const Rows* next) {
     const HeadAt at(g, h);
     forward_head<D>({in.q, in.stride}, {in.q + in.part, in.stride}, {in.q + 2 * in.part, in.stride}, g.tokens,
                     g.scale, {out + at.plain, at.plain_stride}, lse + h * g.tokens, s, next);
@@ -49,7 +37,7 @@ void forward_range(const Geometry& g, const float* qkv, const float* bias, int64
 template <int D>
 void backward_range(const Geometry& g, const float* qkv, const float* bias, const float* out, const float* lse,
                     const float* d_out, int64_t begin, int64_t end, float* d_qkv, float* d_bias_heads) {
-  each_head<D>(g, qkv, bias, begin, end, [&](int64_t h, const HeadInput<float>& in, Scratch& s, const NextHead* next) {
+  each_head<D>(g, qkv, bias, begin, end, [&](int64_t h, const HeadInput<float>& in, Scratch& s, const Rows* next) {
     const HeadAt at(g, h);
     const int64_t ps = at.packed_stride;
     float* dq = d_qkv + at.packed;

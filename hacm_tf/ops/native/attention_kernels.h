@@ -282,12 +282,12 @@ inline void rows_times(const float* w, int64_t ld, const float* b, int64_t n, fl
     for (int c = 0; c < V; ++c) store(out + i * D + c * kLanes, acc[i][c]);
 }
 
-// Keys per register tile of the rank updates: J x D accumulators fill 16 vector registers (12 with 16
-// registers in all), J dividing kPanel.
+// Keys per register tile of the rank updates (a power of two): J x D accumulators fill 16 vector
+// registers (12 with 16 registers in all).
 constexpr int tile_keys(int d) {
   const int vectors = d / kLanes, budget = kLanes == 16 ? 16 : 12;
   int keys = 1;
-  while (keys * 2 * vectors <= budget && keys * 2 <= kPanel) keys *= 2;
+  while (keys * 2 * vectors <= budget) keys *= 2;
   return keys;
 }
 
@@ -464,17 +464,24 @@ struct Scratch {
   }
 };
 
-// The next head's k and v rows (one block of rows per block of this head is read into cache), and its
-// q rows when the op adds the bias (the copy then reads them all; else a null base).
-struct NextHead {
-  Rows k, v, q;
-};
+// next[3] = head h + 1's k, v and q rows (R: a row type of base and stride) when that head is in the
+// range [., end), else nullptr: read into cache while head h computes, k and v a block of rows per block
+// of h, q only when the op adds the bias (the copy then reads them all; else a null base).
+template <class R, class T>
+inline const R* next_head(const Geometry& g, const T* qkv, bool biased, int64_t h, int64_t end, R* next) {
+  if (h + 1 >= end) return nullptr;
+  const HeadInput<T> in = head_input(g, qkv, h + 1);
+  next[0] = {in.q + in.part, in.stride};
+  next[1] = {in.q + 2 * in.part, in.stride};
+  next[2] = {biased ? in.q : nullptr, in.stride};
+  return next;
+}
 
 template <int D>
-inline void prefetch_next(const NextHead* next, int64_t r0, int64_t n) {
+inline void prefetch_next(const Rows* next, int64_t r0, int64_t n) {
   if (!next) return;
-  prefetch_rows<D>({next->k, next->v}, r0, n);
-  if (next->q.base) prefetch_rows<D>({next->q}, r0, n);
+  prefetch_rows<D>({next[0], next[1]}, r0, n);
+  if (next[2].base) prefetch_rows<D>({next[2]}, r0, n);
 }
 
 constexpr float kLog2e = 1.44269504088896341f, kLn2 = 0.693147180559945309f;
@@ -483,7 +490,7 @@ constexpr float kLog2e = 1.44269504088896341f, kLn2 = 0.693147180559945309f;
 // The scores are computed in base 2, (scale q) (log2(e) k)^T, so that their exponentials are 2^x.
 template <int D>
 void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o, float* lse, Scratch& s,
-                  const NextHead* next = nullptr) {
+                  const Rows* next = nullptr) {
   static_assert(kRows <= kLanes, "a block's row statistics fit one vector");
   const int64_t ld = round_up(n, kPanel);
   const int64_t vec_n = n / kLanes * kLanes;
@@ -532,7 +539,7 @@ void forward_head(Rows q, Rows k, Rows v, int64_t n, float scale, MutableRows o,
 // One head's gradients (dq, dk, dv) of o = softmax(scale q k^T) v given d_o, o and lse.
 template <int D>
 void backward_head(Rows q, Rows k, Rows v, Rows o, Rows d_o, const float* lse, int64_t n, float scale,
-                   MutableRows dq, MutableRows dk, MutableRows dv, Scratch& s, const NextHead* next = nullptr) {
+                   MutableRows dq, MutableRows dk, MutableRows dv, Scratch& s, const Rows* next = nullptr) {
   const int64_t ld = round_up(n, kPanel);
   const bool dq_aligned = dq.vector_aligned();
   pack_panels<D>(k, n, ld, kLog2e, s.kt.data());  // for the scores, in base 2 (as forward_head)

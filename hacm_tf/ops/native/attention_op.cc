@@ -47,11 +47,7 @@ REGISTER_OP("HacmAttentionGrad")
     .Attr("T: {float, bfloat16}")
     .Output("d_qkv: T")
     .Output("d_bias: float")
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(1));
-      return Status();
-    })
+    .SetShapeFn(ShapesOfInputs<0, 1>)
     .Doc("Gradients of HacmAttention's out given d_out [B, N, H, D]: d_qkv [B, N, 3, H, D] and d_bias "
          "(float32, bias's shape: the sums of d_qkv over batch and tokens; empty without a bias). The "
          "weights are recomputed from qkv, bias and lse.");
